@@ -1,0 +1,497 @@
+"""The accounts part of the mobile API (/api/v1/). One view per operation: parse,
+call one service or selector, render. See docs/api.md."""
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import logout, update_session_auth_hash
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import selectors, services
+from accounts.authentication import request_token
+from accounts.models import ApiToken, KeyBackup, SecurityEvent, User
+from accounts.serializers import (
+    AuthResultSerializer,
+    DeviceSerializer,
+    KeyBackupSerializer,
+    KeyDirectorySerializer,
+    MeSerializer,
+    ProfileSerializer,
+    SecurityEventSerializer,
+    TokenSerializer,
+    UserLiteSerializer,
+)
+from common.errors import NotFound
+from common.fields import B64uField
+from common.net import client_address
+from common.pagination import Pagination
+from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
+
+SENSITIVE = method_decorator(
+    sensitive_post_parameters("password", "old_password", "new_password", "phone_number"),
+    name="dispatch",
+)
+
+
+def _current_user(request: Request) -> User:
+    user = request.user
+    if not isinstance(user, User):
+        raise NotAuthenticated()
+    return user
+
+
+class BaseApi(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [AnonThrottle, UserThrottle, ScopedThrottle]
+
+
+def _paginated(
+    view: APIView,
+    request: Request,
+    queryset: QuerySet[Any],
+    serializer: type[serializers.Serializer],
+) -> Response:
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+def _auth_result(user: User, token: ApiToken, key: str) -> dict[str, Any]:
+    return dict(
+        AuthResultSerializer(
+            {"user": user, "token": {"id": token.pk, "name": token.name, "key": key}}
+        ).data
+    )
+
+
+# --- Sign-up, sign-in, tokens ----------------------------------------------------------------
+
+
+@SENSITIVE
+class SignUpApi(BaseApi):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+    throttle_scope = "auth"
+
+    class InputSerializer(serializers.Serializer):
+        handle = serializers.CharField(max_length=16)
+        email = serializers.CharField(max_length=254)
+        password = serializers.CharField(max_length=256, trim_whitespace=False)
+        display_name = serializers.CharField(
+            max_length=50, required=False, default="", allow_blank=True
+        )
+        token_name = serializers.CharField(
+            max_length=64, required=False, default="", allow_blank=True
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: AuthResultSerializer}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        user = services.user_sign_up(
+            handle=values["handle"],
+            email=values["email"],
+            password=values["password"],
+            display_name=values["display_name"],
+        )
+        token, key = services.api_token_create(user=user, name=values["token_name"])
+        return Response(_auth_result(user, token, key), status=status.HTTP_201_CREATED)
+
+
+@SENSITIVE
+class LoginApi(BaseApi):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+    throttle_scope = "auth"
+
+    class InputSerializer(serializers.Serializer):
+        login = serializers.CharField(
+            max_length=254, help_text="Handle (with or without @) or e-mail."
+        )
+        password = serializers.CharField(max_length=256, trim_whitespace=False)
+        token_name = serializers.CharField(
+            max_length=64, required=False, default="", allow_blank=True
+        )
+
+    @extend_schema(request=InputSerializer, responses={200: AuthResultSerializer}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        user = services.user_authenticate(
+            login=values["login"], password=values["password"], address=client_address(request.META)
+        )
+        token, key = services.api_token_create(user=user, name=values["token_name"])
+        return Response(_auth_result(user, token, key))
+
+
+class LogoutApi(BaseApi):
+    @extend_schema(request=None, responses={204: None}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        token = request_token(request)
+        if token is not None:
+            services.api_token_revoke(user=_current_user(request), token_id=token.pk)
+        else:
+            services.session_end_sockets(session_key=request.session.session_key)
+            logout(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@SENSITIVE
+class PasswordChangeApi(BaseApi):
+    throttle_scope = "auth"
+
+    class InputSerializer(serializers.Serializer):
+        old_password = serializers.CharField(max_length=256, trim_whitespace=False)
+        new_password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={204: None}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = _current_user(request)
+        services.user_change_password(
+            user=user,
+            old_password=data.validated_data["old_password"],
+            new_password=data.validated_data["new_password"],
+        )
+        if request_token(request) is None:
+            update_session_auth_hash(request._request, user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenListApi(BaseApi):
+    @extend_schema(responses={200: TokenSerializer(many=True)}, tags=["auth"])
+    def get(self, request: Request) -> Response:
+        tokens = ApiToken.objects.filter(user=_current_user(request), revoked_at__isnull=True)
+        return _paginated(self, request, tokens, TokenSerializer)
+
+
+class TokenRevokeApi(BaseApi):
+    @extend_schema(responses={204: None}, tags=["auth"])
+    def delete(self, request: Request, token_id: int) -> Response:
+        services.api_token_revoke(user=_current_user(request), token_id=token_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Me: profile, privacy, avatar ------------------------------------------------------------
+
+
+@SENSITIVE
+class MeApi(BaseApi):
+    class InputSerializer(serializers.Serializer):
+        display_name = serializers.CharField(max_length=50, required=False, allow_blank=True)
+        bio = serializers.CharField(max_length=160, required=False, allow_blank=True)
+        email = serializers.CharField(max_length=254, required=False)
+        phone_number = serializers.CharField(
+            max_length=32,
+            required=False,
+            allow_blank=True,
+            write_only=True,
+            help_text="Private and write-only; empty to remove.",
+        )
+        dm_policy = serializers.CharField(required=False)
+        call_policy = serializers.CharField(required=False)
+        send_read_receipts = serializers.BooleanField(required=False)
+        relay_calls = serializers.BooleanField(required=False)
+
+    @extend_schema(responses={200: MeSerializer}, tags=["me"])
+    def get(self, request: Request) -> Response:
+        return Response(MeSerializer(_current_user(request)).data)
+
+    @extend_schema(request=InputSerializer, responses={200: MeSerializer}, tags=["me"])
+    def patch(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        user = _current_user(request)
+        profile_fields = {"display_name", "bio", "email", "phone_number"}
+        with transaction.atomic():
+            services.user_update_profile(
+                user=user, **{k: v for k, v in values.items() if k in profile_fields}
+            )
+            services.user_update_privacy(
+                user=user, **{k: v for k, v in values.items() if k not in profile_fields}
+            )
+        return Response(MeSerializer(user).data)
+
+
+class AvatarApi(BaseApi):
+    class InputSerializer(serializers.Serializer):
+        avatar = serializers.FileField()
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer}, responses={200: MeSerializer}, tags=["me"]
+    )
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_set_avatar(
+            user=_current_user(request), upload=data.validated_data["avatar"]
+        )
+        return Response(MeSerializer(user).data)
+
+    @extend_schema(responses={200: MeSerializer}, tags=["me"])
+    def delete(self, request: Request) -> Response:
+        user = services.user_remove_avatar(user=_current_user(request))
+        return Response(MeSerializer(user).data)
+
+
+class BlockListApi(BaseApi):
+    @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["me"])
+    def get(self, request: Request) -> Response:
+        return _paginated(
+            self, request, selectors.blocked_list(user=_current_user(request)), UserLiteSerializer
+        )
+
+
+class SecurityEventListApi(BaseApi):
+    @extend_schema(responses={200: SecurityEventSerializer(many=True)}, tags=["me"])
+    def get(self, request: Request) -> Response:
+        events = SecurityEvent.objects.filter(user=_current_user(request))
+        return _paginated(self, request, events, SecurityEventSerializer)
+
+
+# --- Users: profiles, search, the social graph -----------------------------------------------
+
+
+class UserSearchApi(BaseApi):
+    throttle_scope = "search"
+
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, description="Start of a handle or display name.")],
+        responses={200: UserLiteSerializer(many=True)},
+        tags=["users"],
+    )
+    def get(self, request: Request) -> Response:
+        users = selectors.user_search(
+            viewer=_current_user(request), query=request.query_params.get("q", "")
+        )
+        return _paginated(self, request, users, UserLiteSerializer)
+
+
+class ProfileApi(BaseApi):
+    @extend_schema(responses={200: ProfileSerializer}, tags=["users"])
+    def get(self, request: Request, handle: str) -> Response:
+        profile = selectors.profile_get(viewer=_current_user(request), handle=handle)
+        return Response(ProfileSerializer(profile).data)
+
+
+def _target(request: Request, handle: str) -> User:
+    return selectors.user_get_visible(viewer=_current_user(request), handle=handle)
+
+
+class FollowApi(BaseApi):
+    throttle_scope = "social"
+
+    @extend_schema(request=None, responses={204: None}, tags=["users"])
+    def post(self, request: Request, handle: str) -> Response:
+        services.user_follow(follower=_current_user(request), followee=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={204: None}, tags=["users"])
+    def delete(self, request: Request, handle: str) -> Response:
+        services.user_unfollow(follower=_current_user(request), followee=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BlockApi(BaseApi):
+    throttle_scope = "social"
+
+    @extend_schema(request=None, responses={204: None}, tags=["users"])
+    def post(self, request: Request, handle: str) -> Response:
+        services.user_block(blocker=_current_user(request), blocked=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={204: None}, tags=["users"])
+    def delete(self, request: Request, handle: str) -> Response:
+        services.user_unblock(blocker=_current_user(request), blocked=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MuteApi(BaseApi):
+    throttle_scope = "social"
+
+    @extend_schema(request=None, responses={204: None}, tags=["users"])
+    def post(self, request: Request, handle: str) -> Response:
+        services.user_mute(muter=_current_user(request), muted=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={204: None}, tags=["users"])
+    def delete(self, request: Request, handle: str) -> Response:
+        services.user_unmute(muter=_current_user(request), muted=_target(request, handle))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FollowersApi(BaseApi):
+    @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
+    def get(self, request: Request, handle: str) -> Response:
+        return _paginated(
+            self,
+            request,
+            selectors.followers_list(user=_target(request, handle)),
+            UserLiteSerializer,
+        )
+
+
+class FollowingApi(BaseApi):
+    @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
+    def get(self, request: Request, handle: str) -> Response:
+        return _paginated(
+            self,
+            request,
+            selectors.following_list(user=_target(request, handle)),
+            UserLiteSerializer,
+        )
+
+
+# --- Keys and devices ------------------------------------------------------------------------
+
+
+class KeyDirectoryApi(BaseApi):
+    """Everything a client needs to verify a user's devices itself (PROTOCOL.md section 6)."""
+
+    throttle_scope = "key_directory"
+
+    @extend_schema(responses={200: KeyDirectorySerializer}, tags=["keys"])
+    def get(
+        self, request: Request, handle: str | None = None, user_id: uuid.UUID | None = None
+    ) -> Response:
+        user = selectors.key_directory_get(
+            viewer=_current_user(request), handle=handle, user_id=user_id
+        )
+        return Response(KeyDirectorySerializer(user).data)
+
+
+@SENSITIVE
+class IdentityKeyApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class InputSerializer(serializers.Serializer):
+        aik_pub = B64uField(length=32)
+        password = serializers.CharField(
+            max_length=256,
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="Needed to replace an existing identity key.",
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        aik_pub = B64uField(source="public_key")
+        valid_from = serializers.DateTimeField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["keys"])
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = services.identity_key_set(
+            user=_current_user(request),
+            public_key=data.validated_data["aik_pub"],
+            password=data.validated_data.get("password") or None,
+        )
+        return Response(self.OutputSerializer(key).data)
+
+
+class HistoryKeyApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class InputSerializer(serializers.Serializer):
+        hk_pub = B64uField(length=32)
+        certificate = B64uField(length=64)
+
+    @extend_schema(request=InputSerializer, responses={200: InputSerializer}, tags=["keys"])
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = services.history_key_set(
+            user=_current_user(request),
+            public_key=data.validated_data["hk_pub"],
+            certificate=data.validated_data["certificate"],
+        )
+        return Response(
+            {
+                "hk_pub": B64uField().to_representation(key.public_key),
+                "certificate": B64uField().to_representation(key.certificate),
+            }
+        )
+
+
+class KeyBackupApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    @extend_schema(responses={200: KeyBackupSerializer}, tags=["keys"])
+    def get(self, request: Request) -> Response:
+        backup = KeyBackup.objects.filter(user=_current_user(request)).first()
+        if backup is None:
+            raise NotFound("backup_not_found", "No backup stored.")
+        return Response(KeyBackupSerializer(backup).data)
+
+    @extend_schema(request=KeyBackupSerializer, responses={200: KeyBackupSerializer}, tags=["keys"])
+    def put(self, request: Request) -> Response:
+        data = KeyBackupSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        backup = services.key_backup_put(
+            user=_current_user(request),
+            nonce=values["nonce"],
+            ciphertext=values["ciphertext"],
+            kdf=values["kdf"],
+            salt=values["salt"],
+            opslimit=values["opslimit"],
+            memlimit=values["memlimit"],
+        )
+        return Response(KeyBackupSerializer(backup).data)
+
+
+class DeviceListApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class InputSerializer(serializers.Serializer):
+        device_id = serializers.UUIDField()
+        name = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+        sign_pub = B64uField(length=32)
+        box_pub = B64uField(length=32)
+        created_at = serializers.IntegerField(min_value=0, max_value=2**53)
+        certificate = B64uField(length=64)
+
+    @extend_schema(responses={200: DeviceSerializer(many=True)}, tags=["devices"])
+    def get(self, request: Request) -> Response:
+        return _paginated(
+            self, request, selectors.devices_of_user(user=_current_user(request)), DeviceSerializer
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: DeviceSerializer}, tags=["devices"])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        device = services.device_register(
+            user=_current_user(request),
+            device_id=values["device_id"],
+            name=values["name"],
+            sign_public_key=values["sign_pub"],
+            box_public_key=values["box_pub"],
+            created_at=values["created_at"],
+            certificate=values["certificate"],
+            token=request_token(request),
+        )
+        return Response(DeviceSerializer(device).data, status=status.HTTP_201_CREATED)
+
+
+class DeviceRevokeApi(BaseApi):
+    @extend_schema(responses={200: DeviceSerializer}, tags=["devices"])
+    def delete(self, request: Request, device_id: uuid.UUID) -> Response:
+        device = services.device_revoke(user=_current_user(request), device_id=device_id)
+        return Response(DeviceSerializer(device).data)

@@ -1,0 +1,46 @@
+"""Signature checks on key material (PROTOCOL.md sections 1 and 6).
+
+The server verifies what it stores so that a broken client cannot publish a
+device nobody can trust; clients still verify everything themselves.
+"""
+
+import uuid
+
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.signing import VerifyKey
+
+from common.encoding import b64u_encode, signing_input
+
+DEVICE_LABEL = "parley/device/v1"
+HISTORY_KEY_LABEL = "parley/history-key/v1"
+BACKUP_LABEL = "parley/backup/v1"
+
+
+def device_certificate_input(
+    *,
+    user_id: uuid.UUID,
+    device_id: uuid.UUID,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+) -> bytes:
+    return signing_input(
+        DEVICE_LABEL,
+        str(user_id),
+        str(device_id),
+        b64u_encode(sign_public_key),
+        b64u_encode(box_public_key),
+        created_at,
+    )
+
+
+def history_key_certificate_input(*, user_id: uuid.UUID, public_key: bytes) -> bytes:
+    return signing_input(HISTORY_KEY_LABEL, str(user_id), b64u_encode(public_key))
+
+
+def signature_is_valid(*, public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(public_key).verify(message, signature)
+    except (BadSignatureError, CryptoError, ValueError, TypeError):
+        return False
+    return True

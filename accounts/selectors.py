@@ -1,0 +1,228 @@
+"""Reads of the accounts app, with the privacy rules that decide who may do what.
+
+The rules (docs/accounts.md, "Privacy"):
+- A block works both ways: neither side may follow, message or call the other, nor
+  find the other in search; the blocked side sees no profile.
+- dm_policy: everyone / people I follow / nobody.
+- call_policy: everyone / people I follow / mutual follows / nobody.
+"""
+
+import uuid
+from dataclasses import dataclass
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from accounts.models import (
+    Block,
+    CallPolicy,
+    Device,
+    DmPolicy,
+    Follow,
+    HistoryKey,
+    IdentityKey,
+    Mute,
+    User,
+)
+from common.errors import ApplicationError, NotFound
+
+
+@dataclass(frozen=True)
+class Relationship:
+    following: bool  # viewer follows target
+    followed_by: bool  # target follows viewer
+    blocking: bool  # viewer blocks target
+    blocked_by: bool  # target blocks viewer
+    muting: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str  # a stable code: "ok", "blocked", "policy_nobody", ...
+
+
+def relationship_get(*, viewer: User, target: User) -> Relationship:
+    if viewer.pk == target.pk:
+        return Relationship(False, False, False, False, False)
+    follows = set(
+        Follow.objects.filter(
+            Q(follower=viewer, followee=target) | Q(follower=target, followee=viewer)
+        ).values_list("follower_id", flat=True)
+    )
+    blocks = set(
+        Block.objects.filter(
+            Q(blocker=viewer, blocked=target) | Q(blocker=target, blocked=viewer)
+        ).values_list("blocker_id", flat=True)
+    )
+    return Relationship(
+        following=viewer.pk in follows,
+        followed_by=target.pk in follows,
+        blocking=viewer.pk in blocks,
+        blocked_by=target.pk in blocks,
+        muting=Mute.objects.filter(muter=viewer, muted=target).exists(),
+    )
+
+
+def message_permission(
+    *, sender: User, recipient: User, rel: Relationship | None = None
+) -> Decision:
+    """May ``sender`` start a conversation with ``recipient``?"""
+    if sender.pk == recipient.pk:
+        return Decision(False, "self")
+    if not recipient.is_active or recipient.is_suspended:
+        return Decision(False, "unavailable")
+    rel = rel or relationship_get(viewer=sender, target=recipient)
+    if rel.blocking or rel.blocked_by:
+        return Decision(False, "blocked")
+    if recipient.dm_policy == DmPolicy.NOBODY:
+        return Decision(False, "policy_nobody")
+    if recipient.dm_policy == DmPolicy.FOLLOWING and not rel.followed_by:
+        return Decision(False, "policy_following")
+    return Decision(True, "ok")
+
+
+def call_permission(*, caller: User, callee: User, rel: Relationship | None = None) -> Decision:
+    """May ``caller`` ring ``callee``?"""
+    if caller.pk == callee.pk:
+        return Decision(False, "self")
+    if not callee.is_active or callee.is_suspended:
+        return Decision(False, "unavailable")
+    rel = rel or relationship_get(viewer=caller, target=callee)
+    if rel.blocking or rel.blocked_by:
+        return Decision(False, "blocked")
+    policy = callee.call_policy
+    if policy == CallPolicy.NOBODY:
+        return Decision(False, "policy_nobody")
+    if policy == CallPolicy.FOLLOWING and not rel.followed_by:
+        return Decision(False, "policy_following")
+    if policy == CallPolicy.MUTUAL and not (rel.followed_by and rel.following):
+        return Decision(False, "policy_mutual")
+    return Decision(True, "ok")
+
+
+def _visible_users(*, viewer: User) -> QuerySet[User]:
+    """Active users the viewer may see: not blocked either way."""
+    return (
+        User.objects.filter(is_active=True)
+        .exclude(Exists(Block.objects.filter(blocker=viewer, blocked=OuterRef("pk"))))
+        .exclude(Exists(Block.objects.filter(blocker=OuterRef("pk"), blocked=viewer)))
+    )
+
+
+def user_get_visible(*, viewer: User, handle: str) -> User:
+    """The user with this handle (any case), as the viewer may see them.
+
+    The blocker still sees whom they blocked (to unblock); the blocked side gets 404.
+    """
+    handle = handle.removeprefix("@")
+    user = User.objects.filter(handle__iexact=handle, is_active=True).first()
+    if user is None or (
+        user.pk != viewer.pk and Block.objects.filter(blocker=user, blocked=viewer).exists()
+    ):
+        raise NotFound("user_not_found", "No such user.", field="handle")
+    return user
+
+
+def user_search(*, viewer: User, query: str) -> QuerySet[User]:
+    """Users whose handle or display name starts with ``query``, handles first."""
+    query = query.strip().removeprefix("@")
+    if not query:
+        raise ApplicationError("required", "Type the start of a handle or name.", field="q")
+    if len(query) > 50:
+        raise ApplicationError("too_long", "At most 50 characters.", field="q")
+    return (
+        _visible_users(viewer=viewer)
+        .filter(Q(handle__istartswith=query) | Q(display_name__istartswith=query))
+        .order_by("handle")
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    user: User
+    followers_count: int
+    following_count: int
+    relationship: Relationship
+    can_message: bool
+    can_call: bool
+
+
+def profile_get(*, viewer: User, handle: str) -> Profile:
+    user = user_get_visible(viewer=viewer, handle=handle)
+    rel = relationship_get(viewer=viewer, target=user)
+    followers, following = follow_counts(user=user)
+    return Profile(
+        user=user,
+        followers_count=followers,
+        following_count=following,
+        relationship=rel,
+        can_message=message_permission(sender=viewer, recipient=user, rel=rel).allowed,
+        can_call=call_permission(caller=viewer, callee=user, rel=rel).allowed,
+    )
+
+
+def followers_list(*, user: User) -> QuerySet[User]:
+    return User.objects.filter(following_set__followee=user, is_active=True).order_by(
+        "-following_set__created_at"
+    )
+
+
+def following_list(*, user: User) -> QuerySet[User]:
+    return User.objects.filter(follower_set__follower=user, is_active=True).order_by(
+        "-follower_set__created_at"
+    )
+
+
+def blocked_list(*, user: User) -> QuerySet[User]:
+    return User.objects.filter(blocked_by_set__blocker=user).order_by("handle")
+
+
+def follow_counts(*, user: User) -> tuple[int, int]:
+    return (
+        Follow.objects.filter(followee=user).count(),
+        Follow.objects.filter(follower=user).count(),
+    )
+
+
+def devices_active(*, user: User) -> QuerySet[Device]:
+    return Device.objects.filter(user=user, revoked_at__isnull=True).order_by("registered_at")
+
+
+def devices_of_user(*, user: User) -> QuerySet[Device]:
+    return Device.objects.filter(user=user).order_by("-revoked_at", "registered_at")
+
+
+def device_get_active(*, user: User, device_id: uuid.UUID) -> Device | None:
+    return Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
+
+
+def key_directory_get(
+    *, viewer: User, handle: str | None = None, user_id: uuid.UUID | None = None
+) -> User:
+    """The user with everything a client needs to verify them itself: the AIK history,
+    active devices with certificates, and the current history key. Three queries."""
+    if (handle is None) == (user_id is None):
+        raise ValueError("give exactly one of handle and user_id")
+    users = User.objects.filter(is_active=True).prefetch_related(
+        Prefetch("identity_keys", queryset=IdentityKey.objects.order_by("valid_from")),
+        Prefetch(
+            "devices",
+            queryset=Device.objects.filter(revoked_at__isnull=True).order_by("registered_at"),
+            to_attr="active_devices",
+        ),
+        Prefetch(
+            "history_keys",
+            queryset=HistoryKey.objects.filter(valid_to__isnull=True),
+            to_attr="current_history_keys",
+        ),
+    )
+    if handle is not None:
+        users = users.filter(handle__iexact=handle.removeprefix("@"))
+    elif user_id is not None:
+        users = users.filter(pk=user_id)
+    user = users.first()
+    if user is None or (
+        user.pk != viewer.pk and Block.objects.filter(blocker=user, blocked=viewer).exists()
+    ):
+        raise NotFound("user_not_found", "No such user.", field="handle" if handle else "user_id")
+    return user

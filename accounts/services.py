@@ -1,0 +1,721 @@
+"""Every write of the accounts app: sign-up, sign-in, profile, the social graph,
+privacy, API tokens, devices and keys. See docs/accounts.md and
+docs/keys-and-devices.md.
+"""
+
+import hashlib
+import io
+import logging
+import re
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import authenticate, password_validation
+from django.core.cache import cache
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
+
+from accounts import crypto
+from accounts.models import (
+    ApiToken,
+    Block,
+    CallPolicy,
+    Device,
+    DmPolicy,
+    Follow,
+    HistoryKey,
+    IdentityKey,
+    KeyBackup,
+    Mute,
+    SecurityEvent,
+    User,
+)
+from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
+from realtime.publish import (
+    CLOSE_DEVICE_REVOKED,
+    CLOSE_LOGGED_OUT,
+    CLOSE_SUSPENDED,
+    close_sockets_on_commit,
+    publish_on_commit,
+)
+
+logger = logging.getLogger(__name__)
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+RESERVED_HANDLES = frozenset(
+    {
+        "about", "abuse", "account", "accounts", "admin", "administrator", "api", "app",
+        "auth", "blog", "call", "calls", "contact", "devices", "docs", "help", "home",
+        "info", "login", "logout", "me", "media", "message", "messages", "mod",
+        "moderator", "moderators", "null", "official", "parley", "postmaster", "privacy",
+        "root", "search", "security", "settings", "signup", "static", "staff", "status",
+        "support", "system", "team", "terms", "undefined", "user", "users", "webmaster",
+        "ws", "www",
+    }
+)  # fmt: skip
+
+PHONE_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
+AVATAR_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+AVATAR_SIZE = 512
+
+
+# --- Sign-up and sign-in ---------------------------------------------------------------------
+
+
+def handle_normalize(raw: str) -> str:
+    """Check a handle as typed (a leading @ is allowed) and return it without the @."""
+    handle = raw.strip().removeprefix("@")
+    if not HANDLE_RE.fullmatch(handle):
+        raise ApplicationError(
+            "invalid_handle",
+            "A handle is 1 to 15 letters, digits or underscores.",
+            field="handle",
+        )
+    if handle.lower() in RESERVED_HANDLES:
+        raise ApplicationError("handle_reserved", "That handle is reserved.", field="handle")
+    return handle
+
+
+def _check_email_free(email: str, *, exclude: User | None = None) -> str:
+    email = email.strip()
+    try:
+        validate_email(email)
+    except DjangoValidationError as exc:
+        raise ApplicationError(
+            "invalid_email", "Enter a valid e-mail address.", field="email"
+        ) from exc
+    taken = User.objects.filter(email__iexact=email)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    if taken.exists():
+        raise Conflict("email_taken", "That e-mail address is already in use.", field="email")
+    return email
+
+
+def _check_password(password: str, user: User, *, field: str = "password") -> None:
+    try:
+        password_validation.validate_password(password, user)
+    except DjangoValidationError as exc:
+        raise ApplicationError("weak_password", " ".join(exc.messages), field=field) from exc
+
+
+@transaction.atomic
+def user_sign_up(*, handle: str, email: str, password: str, display_name: str = "") -> User:
+    handle = handle_normalize(handle)
+    if User.objects.filter(handle__iexact=handle).exists():
+        raise Conflict("handle_taken", "That handle is taken.", field="handle")
+    email = _check_email_free(email)
+    user = User(handle=handle, email=email, display_name=display_name.strip()[:50])
+    _check_password(password, user)
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save(force_insert=True)
+    except IntegrityError as exc:
+        # Lost a race with a sign-up of the same handle or e-mail in another case.
+        raise Conflict("handle_taken", "That handle is taken.", field="handle") from exc
+    return user
+
+
+def _failure_keys(*, login: str, address: str) -> tuple[str, str]:
+    account = hashlib.sha256(login.strip().removeprefix("@").lower().encode()).hexdigest()
+    return f"login-fail:account:{account}", f"login-fail:address:{address}"
+
+
+def _count_failure(key: str, window: int) -> int:
+    cache.add(key, 0, timeout=window)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window)
+        return 1
+
+
+def user_authenticate(*, login: str, password: str, address: str) -> User:
+    """Check a sign-in. Repeated failures lock the account and the address for a while.
+
+    Counters live in the cache (Redis in production), so every process shares them.
+    A successful sign-in clears the account's counter, not the address's.
+    """
+    limits = settings.LOGIN_LOCKOUT
+    window = limits["WINDOW_SECONDS"]
+    account_key, address_key = _failure_keys(login=login, address=address)
+    if (cache.get(account_key) or 0) >= limits["ACCOUNT_FAILURES"] or (
+        cache.get(address_key) or 0
+    ) >= limits["ADDRESS_FAILURES"]:
+        raise RateLimited(
+            "locked_out",
+            f"Too many failed sign-in attempts. Try again in {window // 60} minutes.",
+            retry_after=window,
+        )
+    user = authenticate(None, username=login, password=password)
+    if not isinstance(user, User):
+        account_failures = _count_failure(account_key, window)
+        _count_failure(address_key, window)
+        if account_failures == limits["ACCOUNT_FAILURES"]:
+            _record_lockout(login=login)
+        raise ApplicationError(
+            "invalid_credentials",
+            "That handle or e-mail and password do not match.",
+            field="password",
+        )
+    if not user.is_active:
+        raise PermissionDenied("account_banned", "This account has been banned.")
+    if user.is_suspended and user.suspended_until is not None:
+        raise PermissionDenied(
+            "account_suspended",
+            f"This account is suspended until {user.suspended_until:%Y-%m-%d %H:%M} UTC.",
+        )
+    cache.delete(account_key)
+    return user
+
+
+def _record_lockout(*, login: str) -> None:
+    user = authenticate_lookup(login)
+    if user is not None:
+        security_event_record(user=user, kind=SecurityEvent.Kind.LOCKED_OUT)
+
+
+def authenticate_lookup(login: str) -> User | None:
+    login = login.strip()
+    if "@" in login[1:]:
+        return User.objects.filter(email__iexact=login).first()
+    return User.objects.filter(handle__iexact=login.removeprefix("@")).first()
+
+
+@transaction.atomic
+def user_change_password(*, user: User, old_password: str, new_password: str) -> None:
+    if not user.check_password(old_password):
+        raise ApplicationError(
+            "invalid_credentials", "The current password is wrong.", field="old_password"
+        )
+    _check_password(new_password, user, field="new_password")
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
+    security_event_record(user=user, kind=SecurityEvent.Kind.PASSWORD_CHANGED)
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+TOKEN_PREFIX = "parley_"  # noqa: S105  (a label, not a secret)
+
+
+def _token_hash(key: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough to make a leaked table useless.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(*, user: User, name: str = "") -> tuple[ApiToken, str]:
+    """Make a token for one app install. The clear key is returned once, never stored."""
+    key = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name.strip()[:64], key_hash=_token_hash(key), prefix=key[:12]
+    )
+    return token, key
+
+
+def api_token_authenticate(*, key: str) -> ApiToken | None:
+    """The active token for ``key`` with its user, or None. Touches ``last_used_at``
+    at most once a minute, so that reads do not turn into a write per request."""
+    if not key.startswith(TOKEN_PREFIX) or len(key) > 100:
+        return None
+    token = (
+        ApiToken.objects.select_related("user", "device")
+        .filter(key_hash=_token_hash(key), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+@transaction.atomic
+def api_token_revoke(*, user: User, token_id: int) -> ApiToken:
+    token = ApiToken.objects.select_for_update().filter(pk=token_id, user=user).first()
+    if token is None:
+        raise NotFound("token_not_found", "No such token.", field="token_id")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        close_sockets_on_commit(token_id=token.pk, code=CLOSE_LOGGED_OUT, reason="token_revoked")
+    return token
+
+
+def session_end_sockets(*, session_key: str | None) -> None:
+    """On sign-out of the site, close the sockets that the session opened."""
+    if session_key:
+        close_sockets_on_commit(session_key=session_key, code=CLOSE_LOGGED_OUT, reason="logged_out")
+
+
+# --- Profile and privacy ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def user_update_profile(
+    *,
+    user: User,
+    display_name: str | None = None,
+    bio: str | None = None,
+    email: str | None = None,
+    phone_number: str | None = None,
+) -> User:
+    fields: list[str] = []
+    if display_name is not None:
+        user.display_name = display_name.strip()
+        fields.append("display_name")
+    if bio is not None:
+        user.bio = bio.strip()
+        fields.append("bio")
+    if email is not None:
+        user.email = _check_email_free(email, exclude=user)
+        fields.append("email")
+    if phone_number is not None:
+        phone = re.sub(r"[\s().-]", "", phone_number)
+        if phone and not PHONE_RE.fullmatch(phone):
+            raise ApplicationError(
+                "invalid_phone_number",
+                "Enter the number in international form, like +14155550100.",
+                field="phone_number",
+            )
+        user.phone_number = phone
+        fields.append("phone_number")
+    if fields:
+        try:
+            user.full_clean(exclude=["password", "avatar", "handle"])
+        except DjangoValidationError as exc:
+            field, messages = next(iter(exc.message_dict.items()))
+            raise ApplicationError("invalid", " ".join(messages), field=field) from exc
+        user.save(update_fields=fields)
+    return user
+
+
+@transaction.atomic
+def user_update_privacy(
+    *,
+    user: User,
+    dm_policy: str | None = None,
+    call_policy: str | None = None,
+    send_read_receipts: bool | None = None,
+    relay_calls: bool | None = None,
+) -> User:
+    fields: list[str] = []
+    if dm_policy is not None:
+        if dm_policy not in DmPolicy.values:
+            raise ApplicationError("invalid_choice", "Unknown message policy.", field="dm_policy")
+        user.dm_policy = dm_policy
+        fields.append("dm_policy")
+    if call_policy is not None:
+        if call_policy not in CallPolicy.values:
+            raise ApplicationError("invalid_choice", "Unknown call policy.", field="call_policy")
+        user.call_policy = call_policy
+        fields.append("call_policy")
+    if send_read_receipts is not None:
+        user.send_read_receipts = send_read_receipts
+        fields.append("send_read_receipts")
+    if relay_calls is not None:
+        user.relay_calls = relay_calls
+        fields.append("relay_calls")
+    if fields:
+        user.save(update_fields=fields)
+    return user
+
+
+def _avatar_reencoded(upload: UploadedFile) -> ContentFile:
+    """Decode the image and write it anew: this checks it really is an image of an
+    allowed type, and drops metadata such as the place a photo was taken."""
+    if upload.size is None or upload.size > settings.AVATAR_MAX_BYTES:
+        raise ApplicationError(
+            "file_too_large",
+            f"An avatar may be at most {settings.AVATAR_MAX_BYTES // (1024 * 1024)} MiB.",
+            field="avatar",
+        )
+    try:
+        with Image.open(upload) as probe:
+            if probe.format not in AVATAR_FORMATS:
+                raise ApplicationError(
+                    "unsupported_type", "An avatar must be JPEG, PNG or WebP.", field="avatar"
+                )
+            if max(probe.size) > settings.AVATAR_MAX_PIXELS:
+                raise ApplicationError(
+                    "image_too_large",
+                    f"An avatar may be at most {settings.AVATAR_MAX_PIXELS} pixels wide.",
+                    field="avatar",
+                )
+            probe.load()
+            image = probe.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ApplicationError(
+            "invalid_image", "That file is not an image.", field="avatar"
+        ) from exc
+    image.thumbnail((AVATAR_SIZE, AVATAR_SIZE))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return ContentFile(out.getvalue(), name=f"{uuid.uuid4().hex}.png")
+
+
+@transaction.atomic
+def user_set_avatar(*, user: User, upload: UploadedFile) -> User:
+    content = _avatar_reencoded(upload)
+    old_name = user.avatar.name if user.avatar else None
+    user.avatar.save(content.name or "avatar.png", content, save=False)
+    user.save(update_fields=["avatar"])
+    if old_name:
+        storage = user.avatar.storage
+        transaction.on_commit(lambda: storage.delete(old_name))
+    return user
+
+
+@transaction.atomic
+def user_remove_avatar(*, user: User) -> User:
+    old_name, storage = user.avatar.name, user.avatar.storage
+    if old_name:
+        user.avatar = None
+        user.save(update_fields=["avatar"])
+        transaction.on_commit(lambda: storage.delete(old_name))
+    return user
+
+
+@transaction.atomic
+def user_suspend(*, user: User, until: datetime) -> User:
+    """Suspend until ``until``: sign-in is refused, tokens and sockets are closed."""
+    user.suspended_until = until
+    user.save(update_fields=["suspended_until"])
+    ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    close_sockets_on_commit(user_id=user.pk, code=CLOSE_SUSPENDED, reason="account_suspended")
+    return user
+
+
+# --- The social graph ------------------------------------------------------------------------
+
+
+def _is_blocked_either_way(a: User, b: User) -> bool:
+    return (
+        Block.objects.filter(blocker=a, blocked=b).exists()
+        or Block.objects.filter(blocker=b, blocked=a).exists()
+    )
+
+
+def _not_self(actor: User, target: User, field: str = "handle") -> None:
+    if actor.pk == target.pk:
+        raise ApplicationError("self_target", "You cannot do that to yourself.", field=field)
+
+
+@transaction.atomic
+def user_follow(*, follower: User, followee: User) -> Follow:
+    _not_self(follower, followee)
+    if _is_blocked_either_way(follower, followee):
+        raise PermissionDenied("blocked", "You cannot follow this account.")
+    follow, created = Follow.objects.get_or_create(follower=follower, followee=followee)
+    if created:
+        publish_on_commit(
+            user_ids=[followee.pk],
+            event={
+                "type": "follow.new",
+                "follower": {"id": str(follower.pk), "handle": follower.handle},
+            },
+        )
+    return follow
+
+
+@transaction.atomic
+def user_unfollow(*, follower: User, followee: User) -> None:
+    Follow.objects.filter(follower=follower, followee=followee).delete()
+
+
+@transaction.atomic
+def user_block(*, blocker: User, blocked: User) -> Block:
+    """Block: neither side may follow, message or call the other, or find the other."""
+    _not_self(blocker, blocked)
+    block, _ = Block.objects.get_or_create(blocker=blocker, blocked=blocked)
+    Follow.objects.filter(follower=blocker, followee=blocked).delete()
+    Follow.objects.filter(follower=blocked, followee=blocker).delete()
+    return block
+
+
+@transaction.atomic
+def user_unblock(*, blocker: User, blocked: User) -> None:
+    Block.objects.filter(blocker=blocker, blocked=blocked).delete()
+
+
+@transaction.atomic
+def user_mute(*, muter: User, muted: User) -> Mute:
+    _not_self(muter, muted)
+    mute, _ = Mute.objects.get_or_create(muter=muter, muted=muted)
+    return mute
+
+
+@transaction.atomic
+def user_unmute(*, muter: User, muted: User) -> None:
+    Mute.objects.filter(muter=muter, muted=muted).delete()
+
+
+# --- Security events -------------------------------------------------------------------------
+
+
+def security_event_record(*, user: User, kind: str, device: Device | None = None) -> SecurityEvent:
+    """Record the event and e-mail the owner after commit (accounts.tasks)."""
+    from accounts.tasks import send_security_event_email
+
+    event = SecurityEvent.objects.create(user=user, kind=kind, device=device)
+    event_id = event.pk
+    transaction.on_commit(lambda: send_security_event_email.delay(event_id))
+    return event
+
+
+@transaction.atomic
+def security_event_mark_emailed(*, event_id: int) -> bool:
+    """Claim the event for e-mailing. False if it is gone or already sent, so that a
+    retried task sends nothing twice."""
+    updated = SecurityEvent.objects.filter(pk=event_id, emailed_at__isnull=True).update(
+        emailed_at=timezone.now()
+    )
+    return updated == 1
+
+
+@transaction.atomic
+def security_event_release(*, event_id: int) -> None:
+    """Undo a claim after a failed send, so the retry sends it."""
+    SecurityEvent.objects.filter(pk=event_id).update(emailed_at=None)
+
+
+# --- Keys and devices (PROTOCOL.md sections 1, 2, 6) -----------------------------------------
+
+
+def _current_identity_key(user: User, *, lock: bool = False) -> IdentityKey | None:
+    keys = IdentityKey.objects.filter(user=user, valid_to__isnull=True)
+    if lock:
+        keys = keys.select_for_update()
+    return keys.first()
+
+
+@transaction.atomic
+def identity_key_set(*, user: User, public_key: bytes, password: str | None = None) -> IdentityKey:
+    """Register the user's AIK, or replace it (a reset after losing every device and
+    the backup). A replacement needs the password, revokes every device signed by the
+    old key, retires the history key and drops the backup, and is announced to the
+    user's other sessions. The history stays: rows are closed, never deleted.
+
+    Locks the user row so two concurrent resets cannot both become current.
+    """
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    current = _current_identity_key(user, lock=True)
+    if current is not None:
+        if bytes(current.public_key) == public_key:
+            return current  # the same key again: nothing changes
+        if not password or not user.check_password(password):
+            raise PermissionDenied(
+                "password_required",
+                "Replacing your identity key needs your password.",
+                field="password",
+            )
+        now = timezone.now()
+        current.valid_to = now
+        current.save(update_fields=["valid_to"])
+        for device in Device.objects.filter(user=user, revoked_at__isnull=True):
+            _device_revoke(device, now=now)
+        HistoryKey.objects.filter(user=user, valid_to__isnull=True).update(valid_to=now)
+        KeyBackup.objects.filter(user=user).delete()
+    new_key = IdentityKey.objects.create(user=user, public_key=public_key)
+    if current is not None:
+        security_event_record(user=user, kind=SecurityEvent.Kind.IDENTITY_KEY_CHANGED)
+        publish_on_commit(
+            user_ids=[user.pk],
+            event={"type": "keys.changed", "user_id": str(user.pk)},
+        )
+    return new_key
+
+
+@transaction.atomic
+def device_register(
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    name: str,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+    certificate: bytes,
+    token: ApiToken | None = None,
+) -> Device:
+    """Store a device whose certificate verifies under the user's current AIK.
+
+    The registering API token, if any, is bound to the device: from then on it
+    speaks for that device alone. Stores nothing unless every check passes.
+    """
+    identity_key = _current_identity_key(user, lock=True)
+    if identity_key is None:
+        raise Conflict(
+            "identity_key_missing",
+            "Register your identity key before adding a device.",
+            field="device_id",
+        )
+    message = crypto.device_certificate_input(
+        user_id=user.pk,
+        device_id=device_id,
+        sign_public_key=sign_public_key,
+        box_public_key=box_public_key,
+        created_at=created_at,
+    )
+    if not crypto.signature_is_valid(
+        public_key=bytes(identity_key.public_key), message=message, signature=certificate
+    ):
+        raise ApplicationError(
+            "bad_signature",
+            "The certificate does not verify under your identity key.",
+            field="certificate",
+        )
+    if Device.objects.filter(pk=device_id).exists():
+        raise Conflict("device_exists", "A device with this id already exists.", field="device_id")
+    active = Device.objects.filter(user=user, revoked_at__isnull=True).count()
+    if active >= settings.MAX_ACTIVE_DEVICES:
+        raise Conflict(
+            "too_many_devices",
+            f"You may have at most {settings.MAX_ACTIVE_DEVICES} devices. Remove one first.",
+            field="device_id",
+        )
+    device = Device.objects.create(
+        id=device_id,
+        user=user,
+        identity_key=identity_key,
+        name=name.strip()[:64],
+        sign_public_key=sign_public_key,
+        box_public_key=box_public_key,
+        created_at=created_at,
+        certificate=certificate,
+    )
+    if token is not None:
+        if token.device_id is not None:
+            raise Conflict(
+                "token_has_device",
+                "This token already belongs to a device; sign in again for a new one.",
+                field="device_id",
+            )
+        token.device = device
+        token.save(update_fields=["device"])
+    security_event_record(user=user, kind=SecurityEvent.Kind.DEVICE_ADDED, device=device)
+    publish_on_commit(
+        user_ids=[user.pk],
+        event={"type": "device.added", "device_id": str(device.pk), "name": device.name},
+    )
+    return device
+
+
+def _device_revoke(device: Device, *, now: datetime) -> None:
+    device.revoked_at = now
+    device.save(update_fields=["revoked_at"])
+    ApiToken.objects.filter(device=device, revoked_at__isnull=True).update(revoked_at=now)
+    close_sockets_on_commit(device_id=device.pk, code=CLOSE_DEVICE_REVOKED, reason="device_revoked")
+    publish_on_commit(
+        user_ids=[device.user_id],
+        event={"type": "device.revoked", "device_id": str(device.pk)},
+    )
+
+
+@transaction.atomic
+def device_revoke(*, user: User, device_id: uuid.UUID) -> Device:
+    """Revoke one of the user's devices: its tokens stop working and its open sockets
+    close at once, on every process."""
+    device = Device.objects.select_for_update().filter(pk=device_id, user=user).first()
+    if device is None:
+        raise NotFound("device_not_found", "No such device.", field="device_id")
+    if device.revoked_at is None:
+        _device_revoke(device, now=timezone.now())
+        security_event_record(user=user, kind=SecurityEvent.Kind.DEVICE_REVOKED, device=device)
+    return device
+
+
+def device_touch(*, device_id: uuid.UUID) -> None:
+    """Note that a device was seen; at most one write a minute per device."""
+    now = timezone.now()
+    Device.objects.filter(pk=device_id).exclude(last_seen_at__gt=now - timedelta(minutes=1)).update(
+        last_seen_at=now
+    )
+
+
+@transaction.atomic
+def history_key_set(*, user: User, public_key: bytes, certificate: bytes) -> HistoryKey:
+    identity_key = _current_identity_key(user, lock=True)
+    if identity_key is None:
+        raise Conflict(
+            "identity_key_missing",
+            "Register your identity key before the history key.",
+            field="public_key",
+        )
+    message = crypto.history_key_certificate_input(user_id=user.pk, public_key=public_key)
+    if not crypto.signature_is_valid(
+        public_key=bytes(identity_key.public_key), message=message, signature=certificate
+    ):
+        raise ApplicationError(
+            "bad_signature",
+            "The certificate does not verify under your identity key.",
+            field="certificate",
+        )
+    current = (
+        HistoryKey.objects.select_for_update().filter(user=user, valid_to__isnull=True).first()
+    )
+    if current is not None:
+        if bytes(current.public_key) == public_key and bytes(current.certificate) == certificate:
+            return current
+        current.valid_to = timezone.now()
+        current.save(update_fields=["valid_to"])
+    history_key = HistoryKey.objects.create(
+        user=user, identity_key=identity_key, public_key=public_key, certificate=certificate
+    )
+    publish_on_commit(user_ids=[user.pk], event={"type": "keys.changed", "user_id": str(user.pk)})
+    return history_key
+
+
+@transaction.atomic
+def key_backup_put(
+    *,
+    user: User,
+    nonce: bytes,
+    ciphertext: bytes,
+    kdf: str,
+    salt: bytes | None = None,
+    opslimit: int | None = None,
+    memlimit: int | None = None,
+) -> KeyBackup:
+    """Store (or replace) the encrypted backup. The server cannot open it."""
+    if len(ciphertext) > settings.BACKUP_MAX_BYTES:
+        raise ApplicationError(
+            "too_large",
+            f"A backup may be at most {settings.BACKUP_MAX_BYTES} bytes.",
+            field="ciphertext",
+        )
+    if kdf == KeyBackup.Kdf.RAW:
+        if salt is not None or opslimit is not None or memlimit is not None:
+            raise ApplicationError(
+                "unexpected_kdf_params", "A raw recovery key takes no KDF parameters.", field="kdf"
+            )
+    elif kdf == KeyBackup.Kdf.ARGON2ID:
+        for name, value in (("salt", salt), ("opslimit", opslimit), ("memlimit", memlimit)):
+            if value is None:
+                raise ApplicationError("required", "Argon2id needs this parameter.", field=name)
+    else:
+        raise ApplicationError("invalid_choice", "kdf is raw or argon2id.", field="kdf")
+    backup, _ = KeyBackup.objects.update_or_create(
+        user=user,
+        defaults={
+            "nonce": nonce,
+            "ciphertext": ciphertext,
+            "kdf": kdf,
+            "salt": salt,
+            "opslimit": opslimit,
+            "memlimit": memlimit,
+            "updated_at": timezone.now(),
+        },
+    )
+    return backup

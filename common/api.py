@@ -1,0 +1,86 @@
+"""One error shape for the whole API, and small helpers shared by API views."""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from common.errors import ApplicationError, RateLimited
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def _first_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
+    """Walk a DRF ValidationError detail to its first message: (field, message, code)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = str(key)
+            field = None if name == "non_field_errors" else f"{prefix}{name}"
+            sub_field, message, code = _first_error(value, f"{field}." if field else prefix)
+            return (sub_field or field), message, code
+    if isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, dict | list):
+                sub_field, message, code = _first_error(value, f"{prefix}{index}.")
+                return (sub_field or (f"{prefix}{index}" if prefix else None)), message, code
+            return None, str(value), getattr(value, "code", "invalid") or "invalid"
+    return None, str(detail), getattr(detail, "code", "invalid") or "invalid"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        response = Response(
+            {"error": exc.as_dict()},
+            status=exc.status_code,
+        )
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    handled = drf_exception_handler(exc, context)
+    if handled is None:
+        return None  # an unexpected error: Django's handler500 answers without details
+    response = handled
+
+    if isinstance(exc, exceptions.ValidationError):
+        field, message, code = _first_error(exc.detail)
+        response.data = error_body(
+            code,
+            message,
+            field,
+            fields=exc.detail if isinstance(exc.detail, dict) else None,
+        )
+        response.status_code = status.HTTP_400_BAD_REQUEST
+    else:
+        detail = getattr(exc, "detail", str(exc))
+        error_code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        extra: dict[str, Any] = {}
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, exceptions.Throttled) and wait is not None:
+            extra["retry_after"] = int(wait)
+        response.data = error_body(str(error_code), str(detail), None, **extra)
+    return response
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        error_body("server_error", "Something went wrong on our side. Try again later."),
+        status=500,
+    )

@@ -1,0 +1,233 @@
+"""The one WebSocket per device, at /ws/?device=<device_id> (docs/realtime.md).
+
+Thin: it authenticates, joins its groups, turns frames into handler calls and
+group messages into frames. It never lets a bad frame close the connection.
+"""
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts.models import Device, User
+from common.errors import ApplicationError
+from realtime.auth import SocketIdentity
+from realtime.groups import device_group, session_group, token_group, user_group
+from realtime.publish import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_DEVICE_REVOKED,
+    CLOSE_SUSPENDED,
+    CLOSE_UNKNOWN_DEVICE,
+)
+from realtime.registry import SocketContext, handler_for
+
+logger = logging.getLogger(__name__)
+
+FRAMES_PER_SECOND = 20
+FRAME_BURST = 60
+
+
+def error_event(
+    code: str, message: str, field: str | None = None, ref: Any = None, **extra: Any
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "error",
+        "error": {"code": code, "message": message, "field": field, **extra},
+    }
+    if ref is not None:
+        event["ref"] = ref
+    return event
+
+
+@database_sync_to_async
+def _device_state(user: User, device_id: uuid.UUID) -> str:
+    device = Device.objects.filter(pk=device_id, user=user).only("revoked_at").first()
+    if device is None:
+        return "unknown"
+    return "active" if device.revoked_at is None else "revoked"
+
+
+@database_sync_to_async
+def _account_state(user: User) -> str:
+    user.refresh_from_db(fields=["is_active", "suspended_until"])
+    if not user.is_active or user.is_suspended:
+        return "suspended"
+    return "ok"
+
+
+class DeviceSocketConsumer(AsyncWebsocketConsumer):
+    ctx: SocketContext | None = None
+    joined: list[str]
+
+    async def connect(self) -> None:
+        self.joined = []
+        self._allowance = float(FRAME_BURST)
+        self._last_frame = time.monotonic()
+        # Accept first, so a refusal reaches the client as an error event and a close
+        # code it can act on, instead of a bare HTTP 403.
+        await self.accept()
+        identity: SocketIdentity = self.scope["parley_identity"]
+        if identity.user is None:
+            await self._refuse(
+                identity.failure_code or 4001, "unauthenticated", identity.failure or ""
+            )
+            return
+        user = identity.user
+        if await _account_state(user) != "ok":
+            await self._refuse(CLOSE_SUSPENDED, "account_suspended", "This account is suspended.")
+            return
+        device_id = self._requested_device()
+        if device_id is None:
+            await self._refuse(
+                CLOSE_BAD_REQUEST, "device_required", "Name your device: /ws/?device=<id>."
+            )
+            return
+        if identity.token_device_id is not None and identity.token_device_id != device_id:
+            await self._refuse(
+                CLOSE_UNKNOWN_DEVICE, "device_mismatch", "This token belongs to another device."
+            )
+            return
+        state = await _device_state(user, device_id)
+        if state != "active":
+            code = CLOSE_DEVICE_REVOKED if state == "revoked" else CLOSE_UNKNOWN_DEVICE
+            await self._refuse(
+                code, f"device_{state}", "That device is not an active device of yours."
+            )
+            return
+
+        groups = [user_group(user.pk), device_group(device_id)]
+        if identity.token_id is not None:
+            groups.append(token_group(identity.token_id))
+        if identity.session_key:
+            groups.append(session_group(identity.session_key))
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+        # The device may have been revoked while we joined: look again, now that a
+        # revocation would reach us through the device group.
+        if await _device_state(user, device_id) != "active":
+            await self._refuse(CLOSE_DEVICE_REVOKED, "device_revoked", "That device was revoked.")
+            return
+        self.ctx = SocketContext(user=user, device_id=device_id, token_id=identity.token_id)
+        await self._send_event(
+            {"type": "hello", "user_id": str(user.pk), "device_id": str(device_id)}
+        )
+
+    async def disconnect(self, code: int) -> None:
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = []
+        self.ctx = None
+
+    # --- Frames from the client ------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.ctx is None:
+            return
+        if text_data is None:
+            await self._send_event(error_event("invalid_frame", "Frames are JSON text."))
+            return
+        if len(text_data) > settings.REALTIME_MAX_FRAME_BYTES:
+            await self._send_event(error_event("frame_too_large", "That frame is too large."))
+            return
+        if not self._take_allowance():
+            await self._send_event(error_event("rate_limited", "Too many frames; slow down."))
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self._send_event(error_event("invalid_json", "That frame is not valid JSON."))
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self._send_event(
+                error_event(
+                    "invalid_frame", "A frame is a JSON object with a string type.", field="type"
+                )
+            )
+            return
+        ref = frame.get("id") if isinstance(frame.get("id"), str | int) else None
+        handler = handler_for(frame["type"])
+        if handler is None:
+            await self._send_event(
+                error_event(
+                    "unknown_type",
+                    f"Unknown frame type {frame['type'][:40]!r}.",
+                    field="type",
+                    ref=ref,
+                )
+            )
+            return
+        try:
+            reply = await database_sync_to_async(handler)(self.ctx, frame)
+        except ApplicationError as exc:
+            await self._send_event(
+                error_event(exc.code, exc.message, exc.field, ref=ref, **exc.extra)
+            )
+            return
+        except Exception:
+            # Log the type only: the frame may hold data that must not reach logs.
+            logger.exception("socket handler for %s failed", frame["type"][:40])
+            await self._send_event(error_event("server_error", "Something went wrong.", ref=ref))
+            return
+        if reply is not None:
+            if ref is not None:
+                reply = {**reply, "ref": ref}
+            await self._send_event(reply)
+
+    def _take_allowance(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(
+            float(FRAME_BURST), self._allowance + (now - self._last_frame) * FRAMES_PER_SECOND
+        )
+        self._last_frame = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    # --- Messages from the channel layer ---------------------------------------------------
+
+    async def realtime_event(self, message: dict[str, Any]) -> None:
+        if self.ctx is None:
+            return
+        event = dict(message["event"])
+        per_device = event.pop("_per_device", None)
+        if per_device is not None:
+            mine = per_device.get(str(self.ctx.device_id))
+            if mine is None:
+                return  # not for this device
+            event.update(mine)
+        await self._send_event(event)
+
+    async def realtime_close(self, message: dict[str, Any]) -> None:
+        await self._refuse(
+            int(message["code"]), str(message["reason"]), "This connection was closed."
+        )
+
+    # --- Helpers ---------------------------------------------------------------------------
+
+    def _requested_device(self) -> uuid.UUID | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        values = query.get("device", [])
+        if len(values) != 1:
+            return None
+        try:
+            return uuid.UUID(values[0])
+        except ValueError:
+            return None
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(event, separators=(",", ":")))
+
+    async def _refuse(self, code: int, reason: str, message: str) -> None:
+        await self._send_event(
+            {"type": "closing", "code": code, "reason": reason, "message": message}
+        )
+        self.ctx = None
+        await self.close(code=code)

@@ -1,0 +1,82 @@
+"""The doors out to sockets. Only services call these, and only after commit.
+
+The channel layer is a doorbell, not a mailbox: it may drop an event, so every
+event must be recoverable from the database (``sync``).
+"""
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from realtime.groups import device_group, session_group, token_group, user_group
+
+logger = logging.getLogger(__name__)
+
+# Close codes sent to clients (docs/realtime.md).
+CLOSE_BAD_REQUEST = 4000
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_BAD_ORIGIN = 4003
+CLOSE_UNKNOWN_DEVICE = 4004
+CLOSE_DEVICE_REVOKED = 4005
+CLOSE_LOGGED_OUT = 4006
+CLOSE_SUSPENDED = 4007
+
+
+def _group_send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        # Delivery is best effort: the database already holds the truth.
+        logger.exception("channel layer send to %s failed", group.split(".", 1)[0])
+
+
+def publish_now(*, user_ids: Iterable[Any], event: dict[str, Any]) -> None:
+    """Send ``event`` to every socket of these users.
+
+    An event may carry ``_per_device``: ``{device_id: {extra fields}}``; each socket
+    merges only its own device's entry and the map never reaches a client.
+    """
+    for user_id in set(user_ids):
+        _group_send(user_group(user_id), {"type": "realtime.event", "event": event})
+
+
+def publish_on_commit(*, user_ids: Iterable[Any], event: dict[str, Any]) -> None:
+    targets = list(user_ids)
+    transaction.on_commit(lambda: publish_now(user_ids=targets, event=event))
+
+
+def publish_to_device_on_commit(*, device_id: Any, event: dict[str, Any]) -> None:
+    transaction.on_commit(
+        lambda: _group_send(device_group(device_id), {"type": "realtime.event", "event": event})
+    )
+
+
+def close_sockets_on_commit(
+    *,
+    code: int,
+    reason: str,
+    user_id: Any = None,
+    device_id: Any = None,
+    token_id: int | None = None,
+    session_key: str | None = None,
+) -> None:
+    """Close the matching open sockets on every process, once the transaction commits."""
+    if user_id is not None:
+        group = user_group(user_id)
+    elif device_id is not None:
+        group = device_group(device_id)
+    elif token_id is not None:
+        group = token_group(token_id)
+    elif session_key is not None:
+        group = session_group(session_key)
+    else:
+        raise ValueError("close_sockets_on_commit needs a target")
+    message = {"type": "realtime.close", "code": code, "reason": reason}
+    transaction.on_commit(lambda: _group_send(group, message))
