@@ -83,7 +83,7 @@ class SignUpApi(BaseApi):
     authentication_classes: list[Any] = []
     throttle_scope = "auth"
 
-    class InputSerializer(serializers.Serializer):
+    class SignUpInputSerializer(serializers.Serializer):
         handle = serializers.CharField(max_length=16)
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=256, trim_whitespace=False)
@@ -94,9 +94,9 @@ class SignUpApi(BaseApi):
             max_length=64, required=False, default="", allow_blank=True
         )
 
-    @extend_schema(request=InputSerializer, responses={201: AuthResultSerializer}, tags=["auth"])
+    @extend_schema(request=SignUpInputSerializer, responses={201: AuthResultSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.SignUpInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         user = services.user_sign_up(
@@ -115,7 +115,7 @@ class LoginApi(BaseApi):
     authentication_classes: list[Any] = []
     throttle_scope = "auth"
 
-    class InputSerializer(serializers.Serializer):
+    class LoginInputSerializer(serializers.Serializer):
         login = serializers.CharField(
             max_length=254, help_text="Handle (with or without @) or e-mail."
         )
@@ -124,9 +124,9 @@ class LoginApi(BaseApi):
             max_length=64, required=False, default="", allow_blank=True
         )
 
-    @extend_schema(request=InputSerializer, responses={200: AuthResultSerializer}, tags=["auth"])
+    @extend_schema(request=LoginInputSerializer, responses={200: AuthResultSerializer}, tags=["auth"])
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.LoginInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         user = services.user_authenticate(
@@ -152,13 +152,13 @@ class LogoutApi(BaseApi):
 class PasswordChangeApi(BaseApi):
     throttle_scope = "auth"
 
-    class InputSerializer(serializers.Serializer):
+    class PasswordChangeInputSerializer(serializers.Serializer):
         old_password = serializers.CharField(max_length=256, trim_whitespace=False)
         new_password = serializers.CharField(max_length=256, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={204: None}, tags=["auth"])
+    @extend_schema(request=PasswordChangeInputSerializer, responses={204: None}, tags=["auth"])
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.PasswordChangeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = _current_user(request)
         services.user_change_password(
@@ -190,7 +190,7 @@ class TokenRevokeApi(BaseApi):
 
 @SENSITIVE
 class MeApi(BaseApi):
-    class InputSerializer(serializers.Serializer):
+    class MeInputSerializer(serializers.Serializer):
         display_name = serializers.CharField(max_length=50, required=False, allow_blank=True)
         bio = serializers.CharField(max_length=160, required=False, allow_blank=True)
         email = serializers.CharField(max_length=254, required=False)
@@ -210,9 +210,9 @@ class MeApi(BaseApi):
     def get(self, request: Request) -> Response:
         return Response(MeSerializer(_current_user(request)).data)
 
-    @extend_schema(request=InputSerializer, responses={200: MeSerializer}, tags=["me"])
+    @extend_schema(request=MeInputSerializer, responses={200: MeSerializer}, tags=["me"])
     def patch(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data, partial=True)
+        data = self.MeInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         user = _current_user(request)
@@ -228,14 +228,14 @@ class MeApi(BaseApi):
 
 
 class AvatarApi(BaseApi):
-    class InputSerializer(serializers.Serializer):
+    class AvatarInputSerializer(serializers.Serializer):
         avatar = serializers.FileField()
 
     @extend_schema(
-        request={"multipart/form-data": InputSerializer}, responses={200: MeSerializer}, tags=["me"]
+        request={"multipart/form-data": AvatarInputSerializer}, responses={200: MeSerializer}, tags=["me"]
     )
     def put(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.AvatarInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_set_avatar(
             user=_current_user(request), upload=data.validated_data["avatar"]
@@ -378,7 +378,7 @@ class KeyDirectoryApi(BaseApi):
 class IdentityKeyApi(BaseApi):
     throttle_scope = "keys_write"
 
-    class InputSerializer(serializers.Serializer):
+    class IdentityKeyInputSerializer(serializers.Serializer):
         aik_pub = B64uField(length=32)
         password = serializers.CharField(
             max_length=256,
@@ -388,32 +388,32 @@ class IdentityKeyApi(BaseApi):
             help_text="Needed to replace an existing identity key.",
         )
 
-    class OutputSerializer(serializers.Serializer):
+    class IdentityKeyOutputSerializer(serializers.Serializer):
         aik_pub = B64uField(source="public_key")
         valid_from = serializers.DateTimeField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["keys"])
+    @extend_schema(request=IdentityKeyInputSerializer, responses={200: IdentityKeyOutputSerializer}, tags=["keys"])
     def put(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.IdentityKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = services.identity_key_set(
             user=_current_user(request),
             public_key=data.validated_data["aik_pub"],
             password=data.validated_data.get("password") or None,
         )
-        return Response(self.OutputSerializer(key).data)
+        return Response(self.IdentityKeyOutputSerializer(key).data)
 
 
 class HistoryKeyApi(BaseApi):
     throttle_scope = "keys_write"
 
-    class InputSerializer(serializers.Serializer):
+    class HistoryKeyInputSerializer(serializers.Serializer):
         hk_pub = B64uField(length=32)
         certificate = B64uField(length=64)
 
-    @extend_schema(request=InputSerializer, responses={200: InputSerializer}, tags=["keys"])
+    @extend_schema(request=HistoryKeyInputSerializer, responses={200: HistoryKeyInputSerializer}, tags=["keys"])
     def put(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.HistoryKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = services.history_key_set(
             user=_current_user(request),
@@ -458,7 +458,7 @@ class KeyBackupApi(BaseApi):
 class DeviceListApi(BaseApi):
     throttle_scope = "keys_write"
 
-    class InputSerializer(serializers.Serializer):
+    class DeviceListInputSerializer(serializers.Serializer):
         device_id = serializers.UUIDField()
         name = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
         sign_pub = B64uField(length=32)
@@ -472,9 +472,9 @@ class DeviceListApi(BaseApi):
             self, request, selectors.devices_of_user(user=_current_user(request)), DeviceSerializer
         )
 
-    @extend_schema(request=InputSerializer, responses={201: DeviceSerializer}, tags=["devices"])
+    @extend_schema(request=DeviceListInputSerializer, responses={201: DeviceSerializer}, tags=["devices"])
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.DeviceListInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         device = services.device_register(

@@ -1,3 +1,5 @@
+"""The accounts pages of the website (the API is in accounts.api_urls)."""
+
 from django.urls import path
 
 from accounts import views
@@ -8,4 +10,15 @@ urlpatterns = [
     path("signup", views.signup, name="signup"),
     path("login", views.login_view, name="login"),
     path("logout", views.logout_view, name="logout"),
+    path("search", views.search, name="search"),
+    path("settings/profile", views.settings_profile, name="settings-profile"),
+    path("settings/privacy", views.settings_privacy, name="settings-privacy"),
+    path("settings/password", views.settings_password, name="settings-password"),
+    path("@<str:handle>", views.profile, name="profile"),
+    path("@<str:handle>/follow", views.follow, name="follow"),
+    path("@<str:handle>/unfollow", views.unfollow, name="unfollow"),
+    path("@<str:handle>/block", views.block, name="block"),
+    path("@<str:handle>/unblock", views.unblock, name="unblock"),
+    path("@<str:handle>/mute", views.mute, name="mute"),
+    path("@<str:handle>/unmute", views.unmute, name="unmute"),
 ]
