@@ -26,10 +26,9 @@ SERVICES_MODE = bool(os.environ.get("REDIS_URL"))
 
 
 @pytest.fixture(autouse=True)
-def _clear_cache() -> Iterator[None]:
+def _clear_cache() -> None:
     """Lockout counters and throttles live in the cache: start every test clean."""
     cache.clear()
-    yield
 
 
 def free_port() -> int:
@@ -82,7 +81,9 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30) -> None:
+def _wait_http(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

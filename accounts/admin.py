@@ -26,8 +26,23 @@ class DeviceInline(admin.TabularInline[Device, User]):
 
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin[User]):
-    list_display = ("handle", "display_name", "date_joined", "is_active", "is_staff", "suspended_until", "device_count")
-    list_filter = ("is_active", "is_staff", "is_superuser", "dm_policy", "call_policy", "date_joined")
+    list_display = (
+        "handle",
+        "display_name",
+        "date_joined",
+        "is_active",
+        "is_staff",
+        "suspended_until",
+        "device_count",
+    )
+    list_filter = (
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "dm_policy",
+        "call_policy",
+        "date_joined",
+    )
     search_fields = ("handle", "display_name", "email")
     ordering = ("-date_joined",)
     date_hierarchy = "date_joined"
@@ -41,8 +56,10 @@ class UserAdmin(admin.ModelAdmin[User]):
     inlines = (DeviceInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        return super().get_queryset(request).annotate(
-            active_devices=Count("devices", filter=Q(devices__revoked_at__isnull=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_devices=Count("devices", filter=Q(devices__revoked_at__isnull=True)))
         )
 
     @admin.display(description="Devices", ordering="active_devices")

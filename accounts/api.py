@@ -94,7 +94,9 @@ class SignUpApi(BaseApi):
             max_length=64, required=False, default="", allow_blank=True
         )
 
-    @extend_schema(request=SignUpInputSerializer, responses={201: AuthResultSerializer}, tags=["auth"])
+    @extend_schema(
+        request=SignUpInputSerializer, responses={201: AuthResultSerializer}, tags=["auth"]
+    )
     def post(self, request: Request) -> Response:
         data = self.SignUpInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -124,7 +126,9 @@ class LoginApi(BaseApi):
             max_length=64, required=False, default="", allow_blank=True
         )
 
-    @extend_schema(request=LoginInputSerializer, responses={200: AuthResultSerializer}, tags=["auth"])
+    @extend_schema(
+        request=LoginInputSerializer, responses={200: AuthResultSerializer}, tags=["auth"]
+    )
     def post(self, request: Request) -> Response:
         data = self.LoginInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -232,7 +236,9 @@ class AvatarApi(BaseApi):
         avatar = serializers.FileField()
 
     @extend_schema(
-        request={"multipart/form-data": AvatarInputSerializer}, responses={200: MeSerializer}, tags=["me"]
+        request={"multipart/form-data": AvatarInputSerializer},
+        responses={200: MeSerializer},
+        tags=["me"],
     )
     def put(self, request: Request) -> Response:
         data = self.AvatarInputSerializer(data=request.data)
@@ -392,7 +398,11 @@ class IdentityKeyApi(BaseApi):
         aik_pub = B64uField(source="public_key")
         valid_from = serializers.DateTimeField()
 
-    @extend_schema(request=IdentityKeyInputSerializer, responses={200: IdentityKeyOutputSerializer}, tags=["keys"])
+    @extend_schema(
+        request=IdentityKeyInputSerializer,
+        responses={200: IdentityKeyOutputSerializer},
+        tags=["keys"],
+    )
     def put(self, request: Request) -> Response:
         data = self.IdentityKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -411,7 +421,9 @@ class HistoryKeyApi(BaseApi):
         hk_pub = B64uField(length=32)
         certificate = B64uField(length=64)
 
-    @extend_schema(request=HistoryKeyInputSerializer, responses={200: HistoryKeyInputSerializer}, tags=["keys"])
+    @extend_schema(
+        request=HistoryKeyInputSerializer, responses={200: HistoryKeyInputSerializer}, tags=["keys"]
+    )
     def put(self, request: Request) -> Response:
         data = self.HistoryKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -472,7 +484,9 @@ class DeviceListApi(BaseApi):
             self, request, selectors.devices_of_user(user=_current_user(request)), DeviceSerializer
         )
 
-    @extend_schema(request=DeviceListInputSerializer, responses={201: DeviceSerializer}, tags=["devices"])
+    @extend_schema(
+        request=DeviceListInputSerializer, responses={201: DeviceSerializer}, tags=["devices"]
+    )
     def post(self, request: Request) -> Response:
         data = self.DeviceListInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -4,6 +4,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
 
 from accounts.models import User
+from accounts.selectors import user_get_by_login
 
 
 class HandleOrEmailBackend(ModelBackend):
@@ -22,12 +23,7 @@ class HandleOrEmailBackend(ModelBackend):
     ) -> User | None:
         if username is None or password is None:
             return None
-        login = username.strip()
-        if "@" in login[1:]:
-            candidates = User.objects.filter(email__iexact=login)
-        else:
-            candidates = User.objects.filter(handle__iexact=login.removeprefix("@"))
-        user = candidates.first()
+        user = user_get_by_login(login=username)
         if user is None:
             # Spend the same time as a real check, so timing does not reveal handles.
             User().set_password(password)

@@ -109,6 +109,14 @@ def _visible_users(*, viewer: User) -> QuerySet[User]:
     )
 
 
+def user_get_by_login(*, login: str) -> User | None:
+    """The account a sign-in names, by handle (with or without @) or e-mail, any case."""
+    login = login.strip()
+    if "@" in login[1:]:
+        return User.objects.filter(email__iexact=login).first()
+    return User.objects.filter(handle__iexact=login.removeprefix("@")).first()
+
+
 def user_get_visible(*, viewer: User, handle: str) -> User:
     """The user with this handle (any case), as the viewer may see them.
 

@@ -37,6 +37,7 @@ from accounts.models import (
     SecurityEvent,
     User,
 )
+from accounts.selectors import user_get_by_login
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -120,13 +121,21 @@ def user_sign_up(*, handle: str, email: str, password: str, display_name: str = 
             user.save(force_insert=True)
     except IntegrityError as exc:
         # Lost a race with a sign-up of the same handle or e-mail in another case.
+        if User.objects.filter(email__iexact=email).exists():
+            raise Conflict(
+                "email_taken", "That e-mail address is already in use.", field="email"
+            ) from exc
         raise Conflict("handle_taken", "That handle is taken.", field="handle") from exc
     return user
 
 
-def _failure_keys(*, login: str, address: str) -> tuple[str, str]:
-    account = hashlib.sha256(login.strip().removeprefix("@").lower().encode()).hexdigest()
-    return f"login-fail:account:{account}", f"login-fail:address:{address}"
+def _account_failure_key(*, login: str, user: User | None) -> str:
+    # Keyed on the account, not the text typed, so that the handle and the e-mail
+    # share one allowance; unknown logins are counted by their text.
+    if user is not None:
+        return f"login-fail:account:{user.pk}"
+    text = hashlib.sha256(login.strip().removeprefix("@").lower().encode()).hexdigest()
+    return f"login-fail:unknown:{text}"
 
 
 def _count_failure(key: str, window: int) -> int:
@@ -138,6 +147,17 @@ def _count_failure(key: str, window: int) -> int:
         return 1
 
 
+def _raise_if_locked(*keys_and_limits: tuple[str, int]) -> None:
+    window = settings.LOGIN_LOCKOUT["WINDOW_SECONDS"]
+    for key, limit in keys_and_limits:
+        if (cache.get(key) or 0) >= limit:
+            raise RateLimited(
+                "locked_out",
+                f"Too many failed attempts. Try again in {window // 60} minutes.",
+                retry_after=window,
+            )
+
+
 def user_authenticate(*, login: str, password: str, address: str) -> User:
     """Check a sign-in. Repeated failures lock the account and the address for a while.
 
@@ -146,21 +166,18 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     """
     limits = settings.LOGIN_LOCKOUT
     window = limits["WINDOW_SECONDS"]
-    account_key, address_key = _failure_keys(login=login, address=address)
-    if (cache.get(account_key) or 0) >= limits["ACCOUNT_FAILURES"] or (
-        cache.get(address_key) or 0
-    ) >= limits["ADDRESS_FAILURES"]:
-        raise RateLimited(
-            "locked_out",
-            f"Too many failed sign-in attempts. Try again in {window // 60} minutes.",
-            retry_after=window,
-        )
+    account_key = _account_failure_key(login=login, user=user_get_by_login(login=login))
+    address_key = f"login-fail:address:{address}"
+    _raise_if_locked(
+        (account_key, limits["ACCOUNT_FAILURES"]), (address_key, limits["ADDRESS_FAILURES"])
+    )
     user = authenticate(None, username=login, password=password)
     if not isinstance(user, User):
-        account_failures = _count_failure(account_key, window)
         _count_failure(address_key, window)
-        if account_failures == limits["ACCOUNT_FAILURES"]:
-            _record_lockout(login=login)
+        if _count_failure(account_key, window) == limits["ACCOUNT_FAILURES"]:
+            locked = user_get_by_login(login=login)
+            if locked is not None:
+                security_event_record(user=locked, kind=SecurityEvent.Kind.LOCKED_OUT)
         raise ApplicationError(
             "invalid_credentials",
             "That handle or e-mail and password do not match.",
@@ -177,22 +194,14 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     return user
 
 
-def _record_lockout(*, login: str) -> None:
-    user = authenticate_lookup(login)
-    if user is not None:
-        security_event_record(user=user, kind=SecurityEvent.Kind.LOCKED_OUT)
-
-
-def authenticate_lookup(login: str) -> User | None:
-    login = login.strip()
-    if "@" in login[1:]:
-        return User.objects.filter(email__iexact=login).first()
-    return User.objects.filter(handle__iexact=login.removeprefix("@")).first()
-
-
 @transaction.atomic
 def user_change_password(*, user: User, old_password: str, new_password: str) -> None:
+    """Change the password. Wrong current passwords count toward the account's
+    sign-in lockout, so a stolen session cannot guess it at leisure."""
+    account_key = _account_failure_key(login="", user=user)
+    _raise_if_locked((account_key, settings.LOGIN_LOCKOUT["ACCOUNT_FAILURES"]))
     if not user.check_password(old_password):
+        _count_failure(account_key, settings.LOGIN_LOCKOUT["WINDOW_SECONDS"])
         raise ApplicationError(
             "invalid_credentials", "The current password is wrong.", field="old_password"
         )

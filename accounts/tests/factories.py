@@ -61,7 +61,9 @@ class DeviceKeys:
         }
 
 
-def make_device(user: User, aik: SigningKey, token: ApiToken | None = None) -> tuple[Device, DeviceKeys]:
+def make_device(
+    user: User, aik: SigningKey, token: ApiToken | None = None
+) -> tuple[Device, DeviceKeys]:
     keys = DeviceKeys(user_id=user.pk)
     device = services.device_register(
         user=user,

@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import ApiToken, User
+from accounts.models import ApiToken, SecurityEvent, User
 from accounts.tests.factories import PASSWORD, api_client_for, make_user
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +89,9 @@ def test_login_by_handle_in_any_case_or_email() -> None:
     make_user("Alice")
     client = APIClient()
     for login in ("alice", "@ALICE", "alice@example.com", "ALICE@EXAMPLE.COM"):
-        response = client.post("/api/v1/auth/login", {"login": login, "password": PASSWORD}, format="json")
+        response = client.post(
+            "/api/v1/auth/login", {"login": login, "password": PASSWORD}, format="json"
+        )
         assert response.status_code == 200, (login, response.content)
     assert ApiToken.objects.count() == 4, "one token per sign-in (per app install)"
 
@@ -98,7 +100,9 @@ def test_wrong_password_is_refused_without_saying_which_part() -> None:
     make_user("alice")
     client = APIClient()
     wrong = client.post("/api/v1/auth/login", {"login": "alice", "password": "nope"}, format="json")
-    unknown = client.post("/api/v1/auth/login", {"login": "nobody", "password": "nope"}, format="json")
+    unknown = client.post(
+        "/api/v1/auth/login", {"login": "nobody", "password": "nope"}, format="json"
+    )
     assert wrong.status_code == unknown.status_code == 400
     assert wrong.json() == unknown.json()
 
@@ -108,7 +112,9 @@ def test_lockout_per_account_after_repeated_failures() -> None:
     client = APIClient()
     for _ in range(5):
         client.post("/api/v1/auth/login", {"login": "alice", "password": "wrong"}, format="json")
-    locked = client.post("/api/v1/auth/login", {"login": "ALICE", "password": PASSWORD}, format="json")
+    locked = client.post(
+        "/api/v1/auth/login", {"login": "ALICE", "password": PASSWORD}, format="json"
+    )
     assert locked.status_code == 429
     assert locked.json()["error"]["code"] == "locked_out"
     assert int(locked["Retry-After"]) > 0
@@ -118,13 +124,43 @@ def test_lockout_per_account_after_repeated_failures() -> None:
     assert bob.status_code == 200
 
 
+def test_handle_and_email_share_one_allowance() -> None:
+    make_user("alice")
+    client = APIClient()
+    for login in ("alice", "alice@example.com", "@Alice", "ALICE@example.com", "alice"):
+        client.post("/api/v1/auth/login", {"login": login, "password": "wrong"}, format="json")
+    locked = client.post(
+        "/api/v1/auth/login", {"login": "alice@example.com", "password": PASSWORD}, format="json"
+    )
+    assert locked.status_code == 429
+    assert SecurityEvent.objects.filter(kind="locked_out").count() == 1
+
+
+def test_guessing_the_current_password_locks_too() -> None:
+    user = make_user("alice")
+    client, _ = api_client_for(user)
+    body = {"old_password": "guess", "new_password": "another fine passphrase"}
+    codes = [
+        client.post("/api/v1/auth/password", body, format="json").status_code for _ in range(6)
+    ]
+    assert codes == [400] * 5 + [429]
+    right = {**body, "old_password": PASSWORD}
+    assert client.post("/api/v1/auth/password", right, format="json").status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD), "nothing changed while locked"
+
+
 def test_lockout_per_address(settings) -> None:
     settings.LOGIN_LOCKOUT = {**settings.LOGIN_LOCKOUT, "ADDRESS_FAILURES": 6}
     make_user("alice")
     client = APIClient(REMOTE_ADDR="203.0.113.9")
     for index in range(6):
-        client.post("/api/v1/auth/login", {"login": f"guess{index}", "password": "x"}, format="json")
-    blocked = client.post("/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json")
+        client.post(
+            "/api/v1/auth/login", {"login": f"guess{index}", "password": "x"}, format="json"
+        )
+    blocked = client.post(
+        "/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json"
+    )
     assert blocked.status_code == 429
     elsewhere = APIClient(REMOTE_ADDR="198.51.100.7").post(
         "/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json"
@@ -137,10 +173,20 @@ def test_success_resets_the_account_counter() -> None:
     client = APIClient()
     for _ in range(4):
         client.post("/api/v1/auth/login", {"login": "alice", "password": "wrong"}, format="json")
-    assert client.post("/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json").status_code == 200
+    assert (
+        client.post(
+            "/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json"
+        ).status_code
+        == 200
+    )
     for _ in range(4):
         client.post("/api/v1/auth/login", {"login": "alice", "password": "wrong"}, format="json")
-    assert client.post("/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json").status_code == 200
+    assert (
+        client.post(
+            "/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json"
+        ).status_code
+        == 200
+    )
 
 
 def test_suspended_account_is_refused_with_a_clear_message() -> None:
@@ -153,7 +199,9 @@ def test_suspended_account_is_refused_with_a_clear_message() -> None:
     user = make_user("alice")
     client, _ = api_client_for(user)
     user_suspend(user=user, until=timezone.now() + timedelta(days=3))
-    response = APIClient().post("/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json")
+    response = APIClient().post(
+        "/api/v1/auth/login", {"login": "alice", "password": PASSWORD}, format="json"
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "account_suspended"
     assert client.get("/api/v1/me").status_code == 401, "tokens stop working at once"
@@ -184,11 +232,21 @@ def test_tokens_list_and_revoke() -> None:
 def test_change_password() -> None:
     user = make_user("alice")
     client, _ = api_client_for(user)
-    bad = client.post("/api/v1/auth/password", {"old_password": "wrong", "new_password": "another fine passphrase"}, format="json")
+    bad = client.post(
+        "/api/v1/auth/password",
+        {"old_password": "wrong", "new_password": "another fine passphrase"},
+        format="json",
+    )
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "old_password"
-    weak = client.post("/api/v1/auth/password", {"old_password": PASSWORD, "new_password": "123"}, format="json")
+    weak = client.post(
+        "/api/v1/auth/password", {"old_password": PASSWORD, "new_password": "123"}, format="json"
+    )
     assert weak.status_code == 400 and weak.json()["error"]["field"] == "new_password"
-    ok = client.post("/api/v1/auth/password", {"old_password": PASSWORD, "new_password": "another fine passphrase"}, format="json")
+    ok = client.post(
+        "/api/v1/auth/password",
+        {"old_password": PASSWORD, "new_password": "another fine passphrase"},
+        format="json",
+    )
     assert ok.status_code == 204
     user.refresh_from_db()
     assert user.check_password("another fine passphrase")

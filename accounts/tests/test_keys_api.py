@@ -146,11 +146,16 @@ def test_key_directory_lets_a_client_verify_everything_itself(alice) -> None:
     revoked.revoked_at = revoked.registered_at
     revoked.save()
     hk = PrivateKey.generate()
-    hk_message = crypto.history_key_certificate_input(user_id=user.pk, public_key=bytes(hk.public_key))
+    hk_message = crypto.history_key_certificate_input(
+        user_id=user.pk, public_key=bytes(hk.public_key)
+    )
     _, client_alice, _ = alice
     response = client_alice.put(
         "/api/v1/keys/history",
-        {"hk_pub": b64u_encode(bytes(hk.public_key)), "certificate": b64u_encode(aik.sign(hk_message).signature)},
+        {
+            "hk_pub": b64u_encode(bytes(hk.public_key)),
+            "certificate": b64u_encode(aik.sign(hk_message).signature),
+        },
         format="json",
     )
     assert response.status_code == 200, response.content
@@ -183,7 +188,9 @@ def test_key_directory_lets_a_client_verify_everything_itself(alice) -> None:
     )
 
 
-def test_key_directory_query_count_does_not_grow_with_devices(alice, django_assert_max_num_queries) -> None:
+def test_key_directory_query_count_does_not_grow_with_devices(
+    alice, django_assert_max_num_queries
+) -> None:
     user, _, _ = alice
     aik = give_identity(user)
     for _ in range(6):
@@ -209,7 +216,9 @@ def test_identity_key_change_needs_password_and_is_kept_in_history(alice) -> Non
     }
     assert IdentityKey.objects.filter(user=user).count() == 1
 
-    changed = client.put("/api/v1/keys/identity", {"aik_pub": new, "password": PASSWORD}, format="json")
+    changed = client.put(
+        "/api/v1/keys/identity", {"aik_pub": new, "password": PASSWORD}, format="json"
+    )
     assert changed.status_code == 200
     history = client.get("/api/v1/users/alice/keys").json()["aik_history"]
     assert [entry["aik_pub"] for entry in history] == [b64u_encode(bytes(old.verify_key)), new]
@@ -238,7 +247,7 @@ def test_device_list_and_revoke(alice) -> None:
 
 
 def test_revoking_a_device_revokes_its_token(alice) -> None:
-    user, client, token = alice
+    user, client, _ = alice
     aik = give_identity(user)
     keys = DeviceKeys(user_id=user.pk)
     assert client.post(DEVICES, keys.payload(aik), format="json").status_code == 201
@@ -264,7 +273,11 @@ def test_history_key_refuses_bad_certificate(alice) -> None:
 def test_backup_round_trip_and_validation(alice) -> None:
     _, client, _ = alice
     assert client.get("/api/v1/keys/backup").status_code == 404
-    blob = {"nonce": b64u_encode(b"\x07" * 24), "ciphertext": b64u_encode(b"\x08" * 120), "kdf": "raw"}
+    blob = {
+        "nonce": b64u_encode(b"\x07" * 24),
+        "ciphertext": b64u_encode(b"\x08" * 120),
+        "kdf": "raw",
+    }
     assert client.put("/api/v1/keys/backup", blob, format="json").status_code == 200
     stored = client.get("/api/v1/keys/backup").json()
     assert {key: stored[key] for key in blob} == blob
@@ -278,7 +291,9 @@ def test_backup_round_trip_and_validation(alice) -> None:
     good = {**argon, "opslimit": 3, "memlimit": 256 * 1024 * 1024}
     assert client.put("/api/v1/keys/backup", good, format="json").status_code == 200
     too_big = {**blob, "ciphertext": b64u_encode(b"\x08" * 5000)}
-    assert _error(client.put("/api/v1/keys/backup", too_big, format="json"))["field"] == "ciphertext"
+    assert (
+        _error(client.put("/api/v1/keys/backup", too_big, format="json"))["field"] == "ciphertext"
+    )
     assert client.get("/api/v1/keys/backup").json()["kdf"] == "argon2id", "refusals changed nothing"
 
 

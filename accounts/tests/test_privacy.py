@@ -9,7 +9,9 @@ from accounts.tests.factories import api_client_for, make_user
 pytestmark = pytest.mark.django_db
 
 
-def _pair(*, alice_follows_bob: bool, bob_follows_alice: bool, block: str | None) -> tuple[User, User]:
+def _pair(
+    *, alice_follows_bob: bool, bob_follows_alice: bool, block: str | None
+) -> tuple[User, User]:
     alice, bob = make_user(), make_user()
     if alice_follows_bob:
         Follow.objects.create(follower=alice, followee=bob)
@@ -147,7 +149,9 @@ def test_follow_unfollow_mute_are_idempotent() -> None:
     for _ in range(2):
         assert client.delete(f"/api/v1/users/{bob.handle}/follow").status_code == 204
     assert not Follow.objects.exists()
-    assert client.post(f"/api/v1/users/{alice.handle}/follow").json()["error"]["code"] == "self_target"
+    assert (
+        client.post(f"/api/v1/users/{alice.handle}/follow").json()["error"]["code"] == "self_target"
+    )
 
 
 def test_privacy_settings_via_api_reject_unknown_values() -> None:
@@ -160,10 +164,17 @@ def test_privacy_settings_via_api_reject_unknown_values() -> None:
     assert alice.bio == "", "a refused request changes nothing"
     ok = client.patch(
         "/api/v1/me",
-        {"dm_policy": "nobody", "call_policy": "mutual", "send_read_receipts": False, "relay_calls": True},
+        {
+            "dm_policy": "nobody",
+            "call_policy": "mutual",
+            "send_read_receipts": False,
+            "relay_calls": True,
+        },
         format="json",
     )
     assert ok.status_code == 200
-    assert {key: ok.json()[key] for key in ("dm_policy", "call_policy", "send_read_receipts", "relay_calls")} == {
-        "dm_policy": "nobody", "call_policy": "mutual", "send_read_receipts": False, "relay_calls": True,
+    expected = {
+        "dm_policy": "nobody", "call_policy": "mutual",
+        "send_read_receipts": False, "relay_calls": True,
     }  # fmt: skip
+    assert {key: ok.json()[key] for key in expected} == expected

@@ -63,7 +63,11 @@ async def test_token_socket_says_hello_and_answers_ping() -> None:
     alice = await user_with_device()
     comm = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
     hello = await connect_ok(comm)
-    assert hello == {"type": "hello", "user_id": str(alice["user"].pk), "device_id": str(alice["device"].pk)}
+    assert hello == {
+        "type": "hello",
+        "user_id": str(alice["user"].pk),
+        "device_id": str(alice["device"].pk),
+    }
     await comm.send_json_to({"type": "ping", "id": 7})
     assert await comm.receive_json_from() == {"type": "pong", "ref": 7}
     await comm.disconnect()
@@ -97,12 +101,14 @@ async def test_refusals_have_clear_close_codes(case: str, code: int, reason: str
         path = "/ws/?device=123"
     elif case == "unknown_device":
         # A token not bound to a device may name any device, but this one does not exist.
-        token, key = await sync_to_async(services.api_token_create)(user=alice["user"])
+        _, key = await sync_to_async(services.api_token_create)(user=alice["user"])
         path, headers = "/ws/?device=00000000-0000-4000-8000-000000000000", bearer(key)
     elif case == "other_users_device":
         path = f"/ws/?device={bob['device'].pk}"
     elif case == "revoked_device":
-        await sync_to_async(services.device_revoke)(user=alice["user"], device_id=alice["device"].pk)
+        await sync_to_async(services.device_revoke)(
+            user=alice["user"], device_id=alice["device"].pk
+        )
         _, key = await sync_to_async(services.api_token_create)(user=alice["user"])
         headers = bearer(key)
     elif case == "suspended":
@@ -128,11 +134,19 @@ async def test_session_cookie_works_only_from_our_own_origin() -> None:
     alice = await user_with_device()
     cookie = await session_cookie_for(alice["user"])
     path = f"/ws/?device={alice['device'].pk}"
-    good = [(b"cookie", cookie.encode()), (b"host", b"testserver"), (b"origin", b"http://testserver")]
+    good = [
+        (b"cookie", cookie.encode()),
+        (b"host", b"testserver"),
+        (b"origin", b"http://testserver"),
+    ]
     comm = communicator(path, good)
     await connect_ok(comm)
     await comm.disconnect()
-    evil = [(b"cookie", cookie.encode()), (b"host", b"testserver"), (b"origin", b"https://evil.example")]
+    evil = [
+        (b"cookie", cookie.encode()),
+        (b"host", b"testserver"),
+        (b"origin", b"https://evil.example"),
+    ]
     await expect_refusal(communicator(path, evil), 4003, "unauthenticated")
 
 
@@ -174,8 +188,10 @@ async def test_app_handlers_reply_refuse_and_fail_safely() -> None:
     comm = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
     await connect_ok(comm)
     await comm.send_json_to({"type": "test.echo_or_refuse", "id": "r1"})
-    assert await comm.receive_json_from() == {
-        "type": "test.echo", "user": alice["user"].handle, "device": str(alice["device"].pk), "ref": "r1",
+    echo = await comm.receive_json_from()
+    assert echo == {
+        "type": "test.echo", "user": alice["user"].handle,
+        "device": str(alice["device"].pk), "ref": "r1",
     }  # fmt: skip
     await comm.send_json_to({"type": "test.echo_or_refuse", "id": "r2", "refuse": True})
     assert await comm.receive_json_from() == {
@@ -193,7 +209,9 @@ async def test_app_handlers_reply_refuse_and_fail_safely() -> None:
 async def test_events_reach_only_their_users_and_per_device_parts_only_their_device() -> None:
     alice = await user_with_device()
     bob = await user_with_device()
-    alice_laptop_token, alice_laptop_key = await sync_to_async(services.api_token_create)(user=alice["user"])
+    alice_laptop_token, alice_laptop_key = await sync_to_async(services.api_token_create)(
+        user=alice["user"]
+    )
     laptop, _ = await sync_to_async(make_device)(alice["user"], alice["aik"], alice_laptop_token)
     phone = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
     laptop_socket = communicator(f"/ws/?device={laptop.pk}", bearer(alice_laptop_key))
