@@ -55,6 +55,9 @@ class UserAdmin(admin.ModelAdmin[User]):
     filter_horizontal = ("groups",)
     inlines = (DeviceInline,)
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # people sign up themselves; `createsuperuser` makes the first admin
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         return (
             super()
