@@ -2,6 +2,7 @@
 API response, admin page or log line; e-mail only to its owner."""
 
 import logging
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -42,7 +43,7 @@ def test_phone_number_appears_nowhere(caplog: pytest.LogCaptureFixture) -> None:
     site.force_login(alice)
     panel = Client()
     panel.force_login(admin)
-    pages = {
+    pages: dict[str, Any] = {
         "own /me": client.get("/api/v1/me"),
         "bad update": bad,
         "profile API": viewer_client.get("/api/v1/users/alice"),

@@ -45,8 +45,8 @@ def test_production_refuses_a_shared_franking_secret() -> None:
 
 
 def test_production_never_runs_with_debug() -> None:
-    result = manage("shell", "-v", "0", "-c", "from django.conf import settings; print(settings.DEBUG)",
-                    **PRODUCTION, DEBUG="1")  # fmt: skip
+    code = "from django.conf import settings; print(settings.DEBUG)"
+    result = manage("shell", "-v", "0", "-c", code, **PRODUCTION, DEBUG="1")
     assert result.stdout.strip() == "False", result.stderr
 
 

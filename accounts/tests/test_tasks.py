@@ -5,15 +5,15 @@ import pytest
 from django.core import mail
 
 from accounts.models import SecurityEvent
-from accounts.tests.factories import give_identity, make_device, make_user
 from accounts.tasks import send_security_event_email
+from accounts.tests.factories import give_identity, make_device, make_user
 from conftest import SERVICES_MODE, wait_until
 
 
 @pytest.mark.django_db(transaction=True)
 def test_new_device_sends_one_security_email_after_commit() -> None:
     alice = make_user("alice")
-    device, keys = make_device(alice, give_identity(alice))
+    _, keys = make_device(alice, give_identity(alice))
     event = SecurityEvent.objects.get(user=alice, kind="device_added")
 
     def emailed() -> bool:
@@ -30,7 +30,7 @@ def test_new_device_sends_one_security_email_after_commit() -> None:
         assert str(keys.device_id) not in message.body
     # A retry of the same task sends nothing twice.
     first_sent = event.emailed_at
-    send_security_event_email.apply(args=[event.pk])
+    send_security_event_email.apply(args=(event.pk,))
     event.refresh_from_db()
     assert event.emailed_at == first_sent
     if not SERVICES_MODE:
@@ -39,5 +39,5 @@ def test_new_device_sends_one_security_email_after_commit() -> None:
 
 @pytest.mark.django_db
 def test_task_for_a_deleted_event_does_nothing() -> None:
-    send_security_event_email.apply(args=[987654])
+    send_security_event_email.apply(args=(987654,))
     assert mail.outbox == []
