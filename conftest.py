@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,9 +107,26 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _wait_for_other_database_sessions_to_end(timeout: float = 10) -> None:
+    """A stopped subprocess's PostgreSQL session lingers for a moment; dropping the test
+    database while it does fails, so wait for it."""
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def start_daphne(
-    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[[], LiveServer]]:
     """Start Daphne processes serving config.asgi on the test database."""
     started: list[LiveServer] = []
@@ -130,6 +148,8 @@ def start_daphne(
     yield start
     for server in started:
         _stop(server.process)
+    with django_db_blocker.unblock():
+        _wait_for_other_database_sessions_to_end()
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +160,7 @@ def daphne_server(start_daphne: Callable[[], LiveServer]) -> LiveServer:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[subprocess.Popen[bytes] | None]:
     """A real Celery worker on the test database (services mode only; the embedded
     default runs tasks in-process)."""
@@ -163,6 +183,8 @@ def celery_worker_process(
             raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()}")
     yield process
     _stop(process)
+    with django_db_blocker.unblock():
+        _wait_for_other_database_sessions_to_end()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -150,6 +150,30 @@ async def test_session_cookie_works_only_from_our_own_origin() -> None:
     await expect_refusal(communicator(path, evil), 4003, "unauthenticated")
 
 
+async def test_signing_out_of_the_site_closes_the_sessions_sockets() -> None:
+    alice = await user_with_device()
+    cookie = await session_cookie_for(alice["user"])
+    headers = [
+        (b"cookie", cookie.encode()),
+        (b"host", b"testserver"),
+        (b"origin", b"http://testserver"),
+    ]
+    comm = communicator(f"/ws/?device={alice['device'].pk}", headers)
+    await connect_ok(comm)
+
+    @sync_to_async
+    def sign_out() -> None:
+        from django.db import transaction
+
+        with transaction.atomic():
+            services.session_end_sockets(session_key=cookie.split("=", 1)[1])
+
+    await sign_out()
+    closing = await comm.receive_json_from()
+    assert (closing["code"], closing["reason"]) == (4006, "logged_out")
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4006}
+
+
 async def test_malformed_frames_get_error_events_and_the_socket_stays_open() -> None:
     alice = await user_with_device()
     comm = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
