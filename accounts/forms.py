@@ -42,13 +42,22 @@ def _password_field(label: str, autocomplete: str) -> forms.CharField:
     )
 
 
-def _check_same(form: forms.Form, first: str, second: str) -> None:
-    one, two = form.cleaned_data.get(first), form.cleaned_data.get(second)
-    if one and two and one != two:
-        form.add_error(second, "The two passwords do not match.")
+class RepeatedPasswordForm(ServiceForm):
+    """A form where a new password is typed twice: ``repeated = (first, second)``."""
+
+    repeated: tuple[str, str]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, second = self.repeated
+        one, two = cleaned.get(first), cleaned.get(second)
+        if one and two and one != two:
+            self.add_error(second, "The two passwords do not match.")
+        return cleaned
 
 
-class SignUpForm(ServiceForm):
+class SignUpForm(RepeatedPasswordForm):
+    repeated = ("password", "password2")
     handle = forms.CharField(
         max_length=16,
         help_text="1 to 15 letters, digits or underscores. People find you by it.",
@@ -71,11 +80,6 @@ class SignUpForm(ServiceForm):
     password = _password_field("Password", "new-password")
     password2 = _password_field("Password again", "new-password")
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        _check_same(self, "password", "password2")
-        return cleaned
-
 
 class LoginForm(ServiceForm):
     login = forms.CharField(
@@ -88,15 +92,11 @@ class LoginForm(ServiceForm):
     password = _password_field("Password", "current-password")
 
 
-class PasswordChangeForm(ServiceForm):
+class PasswordChangeForm(RepeatedPasswordForm):
+    repeated = ("new_password", "new_password2")
     old_password = _password_field("Current password", "current-password")
     new_password = _password_field("New password", "new-password")
     new_password2 = _password_field("New password again", "new-password")
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        _check_same(self, "new_password", "new_password2")
-        return cleaned
 
 
 class ProfileForm(ServiceForm):

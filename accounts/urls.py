@@ -15,10 +15,8 @@ urlpatterns = [
     path("settings/privacy", views.settings_privacy, name="settings-privacy"),
     path("settings/password", views.settings_password, name="settings-password"),
     path("@<str:handle>", views.profile, name="profile"),
-    path("@<str:handle>/follow", views.follow, name="follow"),
-    path("@<str:handle>/unfollow", views.unfollow, name="unfollow"),
-    path("@<str:handle>/block", views.block, name="block"),
-    path("@<str:handle>/unblock", views.unblock, name="unblock"),
-    path("@<str:handle>/mute", views.mute, name="mute"),
-    path("@<str:handle>/unmute", views.unmute, name="unmute"),
+    *(
+        path(f"@<str:handle>/{action}", views.social_action, {"action": action}, name=action)
+        for action in views.SOCIAL_ACTIONS
+    ),
 ]

@@ -268,88 +268,51 @@ def profile(request: HttpRequest, handle: str) -> HttpResponse:
     return render(request, "accounts/profile.html", context)
 
 
-def _social_action(
-    request: HttpRequest, handle: str, action: Callable[[User, User], object], done: str
-) -> HttpResponse:
-    """Apply ``action(viewer, target)`` and go back to the target's profile."""
+SocialAction = Callable[[User, User], object]
+
+# What each profile button does, and what it says when done.
+SOCIAL_ACTIONS: dict[str, tuple[SocialAction, str]] = {
+    "follow": (
+        lambda me, them: services.user_follow(follower=me, followee=them),
+        "You now follow @{handle}.",
+    ),
+    "unfollow": (
+        lambda me, them: services.user_unfollow(follower=me, followee=them),
+        "You no longer follow @{handle}.",
+    ),
+    "block": (
+        lambda me, them: services.user_block(blocker=me, blocked=them),
+        "You blocked @{handle}. Neither of you can follow, message or call the other.",
+    ),
+    "unblock": (
+        lambda me, them: services.user_unblock(blocker=me, blocked=them),
+        "You unblocked @{handle}.",
+    ),
+    "mute": (lambda me, them: services.user_mute(muter=me, muted=them), "You muted @{handle}."),
+    "unmute": (
+        lambda me, them: services.user_unmute(muter=me, muted=them),
+        "You unmuted @{handle}.",
+    ),
+}
+
+
+@login_required
+@require_POST
+def social_action(request: HttpRequest, handle: str, action: str) -> HttpResponse:
+    """Follow, block or mute (or undo it) and go back to the target's profile."""
+    apply, done = SOCIAL_ACTIONS[action]
     viewer = _viewer(request)
     try:
         target = selectors.user_get_visible(viewer=viewer, handle=handle)
     except NotFound as exc:
         raise Http404 from exc
     try:
-        action(viewer, target)
+        apply(viewer, target)
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
         messages.success(request, done.format(handle=target.handle))
     return redirect("accounts:profile", handle=target.handle)
-
-
-@login_required
-@require_POST
-def follow(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_follow(follower=me, followee=them),
-        "You now follow @{handle}.",
-    )
-
-
-@login_required
-@require_POST
-def unfollow(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_unfollow(follower=me, followee=them),
-        "You no longer follow @{handle}.",
-    )
-
-
-@login_required
-@require_POST
-def block(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_block(blocker=me, blocked=them),
-        "You blocked @{handle}. Neither of you can follow, message or call the other.",
-    )
-
-
-@login_required
-@require_POST
-def unblock(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_unblock(blocker=me, blocked=them),
-        "You unblocked @{handle}.",
-    )
-
-
-@login_required
-@require_POST
-def mute(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_mute(muter=me, muted=them),
-        "You muted @{handle}.",
-    )
-
-
-@login_required
-@require_POST
-def unmute(request: HttpRequest, handle: str) -> HttpResponse:
-    return _social_action(
-        request,
-        handle,
-        lambda me, them: services.user_unmute(muter=me, muted=them),
-        "You unmuted @{handle}.",
-    )
 
 
 @login_required
