@@ -51,7 +51,11 @@ class UserAdmin(admin.ModelAdmin[User]):
         "is_active", "suspended_until", "is_staff", "is_superuser", "groups",
         "dm_policy", "call_policy", "send_read_receipts", "relay_calls",
     )  # fmt: skip
-    readonly_fields = ("id", "handle", "email", "date_joined", "last_login")
+    # Suspending and banning go through services (tokens revoked, sockets closed), not
+    # through editing these fields.
+    readonly_fields = (
+        "id", "handle", "email", "date_joined", "last_login", "is_active", "suspended_until",
+    )  # fmt: skip
     filter_horizontal = ("groups",)
     inlines = (DeviceInline,)
 
@@ -82,6 +86,9 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices are certified by their owner's key, never made here
 
+    def has_delete_permission(self, request: HttpRequest, obj: Device | None = None) -> bool:
+        return False  # revoked by their owner, never deleted: tokens and history point here
+
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
@@ -93,6 +100,9 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         return False
 
 

@@ -6,6 +6,7 @@ device nobody can trust; clients still verify everything themselves.
 
 import uuid
 
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import VerifyKey
 
@@ -44,3 +45,11 @@ def signature_is_valid(*, public_key: bytes, message: bytes, signature: bytes) -
     except (BadSignatureError, CryptoError, ValueError, TypeError):
         return False
     return True
+
+
+def is_valid_ed25519_public_key(public_key: bytes) -> bool:
+    """A point on the curve, not of small order: no signature verifies under anything else."""
+    try:
+        return len(public_key) == 32 and bool(crypto_core_ed25519_is_valid_point(public_key))
+    except (CryptoError, ValueError, TypeError):
+        return False

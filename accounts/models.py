@@ -53,7 +53,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     display_name = models.CharField(max_length=50, blank=True)
     bio = models.CharField(max_length=160, blank=True)
     avatar = models.ImageField(upload_to="avatars/", blank=True)
-    # Private: shown to the user alone, never in a profile, list or log line.
+    # Private: shown to its owner and to staff in the moderation panel, never to others.
     email = models.EmailField(max_length=254)
     # Private and write-only: no page, API response, log line or admin list shows it.
     phone_number = models.CharField(max_length=20, blank=True)

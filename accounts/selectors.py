@@ -10,7 +10,7 @@ The rules (docs/accounts.md, "Privacy"):
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import (
     Block,
@@ -197,7 +197,18 @@ def devices_active(*, user: User) -> QuerySet[Device]:
 
 
 def devices_of_user(*, user: User) -> QuerySet[Device]:
-    return Device.objects.filter(user=user).order_by("-revoked_at", "registered_at")
+    """Active devices first, then revoked ones, each oldest first."""
+    return Device.objects.filter(user=user).order_by(
+        F("revoked_at").asc(nulls_first=True), "registered_at"
+    )
+
+
+def contact_ids(*, user: User) -> set[uuid.UUID]:
+    """Who should hear of a change to the user's keys: people they follow or who follow
+    them. (Conversation members join this set once messaging exists.)"""
+    following = Follow.objects.filter(follower=user).values_list("followee_id", flat=True)
+    followers = Follow.objects.filter(followee=user).values_list("follower_id", flat=True)
+    return set(following) | set(followers)
 
 
 def device_get_active(*, user: User, device_id: uuid.UUID) -> Device | None:

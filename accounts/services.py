@@ -37,7 +37,7 @@ from accounts.models import (
     SecurityEvent,
     User,
 )
-from accounts.selectors import user_get_by_login
+from accounts.selectors import contact_ids, user_get_by_login
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -194,17 +194,26 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     return user
 
 
-@transaction.atomic
-def user_change_password(*, user: User, old_password: str, new_password: str) -> None:
-    """Change the password. Wrong current passwords count toward the account's
-    sign-in lockout, so a stolen session cannot guess it at leisure."""
+def _confirm_password(*, user: User, password: str | None, error: ApplicationError) -> None:
+    """Check the password of a signed-in user before a sensitive change. Wrong guesses
+    count toward the account's sign-in lockout (in the cache, so a rolled-back
+    transaction does not undo them): a stolen session cannot guess at leisure."""
     account_key = _account_failure_key(login="", user=user)
     _raise_if_locked((account_key, settings.LOGIN_LOCKOUT["ACCOUNT_FAILURES"]))
-    if not user.check_password(old_password):
+    if not password or not user.check_password(password):
         _count_failure(account_key, settings.LOGIN_LOCKOUT["WINDOW_SECONDS"])
-        raise ApplicationError(
+        raise error
+
+
+@transaction.atomic
+def user_change_password(*, user: User, old_password: str, new_password: str) -> None:
+    _confirm_password(
+        user=user,
+        password=old_password,
+        error=ApplicationError(
             "invalid_credentials", "The current password is wrong.", field="old_password"
-        )
+        ),
+    )
     _check_password(new_password, user, field="new_password")
     user.set_password(new_password)
     user.save(update_fields=["password"])
@@ -518,17 +527,22 @@ def identity_key_set(*, user: User, public_key: bytes, password: str | None = No
 
     Locks the user row so two concurrent resets cannot both become current.
     """
+    if not crypto.is_valid_ed25519_public_key(public_key):
+        raise ApplicationError("invalid_key", "That is not an Ed25519 public key.", field="aik_pub")
     User.objects.select_for_update().filter(pk=user.pk).first()
     current = _current_identity_key(user, lock=True)
     if current is not None:
         if bytes(current.public_key) == public_key:
             return current  # the same key again: nothing changes
-        if not password or not user.check_password(password):
-            raise PermissionDenied(
+        _confirm_password(
+            user=user,
+            password=password,
+            error=PermissionDenied(
                 "password_required",
                 "Replacing your identity key needs your password.",
                 field="password",
-            )
+            ),
+        )
         now = timezone.now()
         current.valid_to = now
         current.save(update_fields=["valid_to"])
@@ -539,9 +553,11 @@ def identity_key_set(*, user: User, public_key: bytes, password: str | None = No
     new_key = IdentityKey.objects.create(user=user, public_key=public_key)
     if current is not None:
         security_event_record(user=user, kind=SecurityEvent.Kind.IDENTITY_KEY_CHANGED)
+        # Contacts must see "safety number changed" (PROTOCOL.md section 1), not only
+        # find out at their next directory fetch.
         publish_on_commit(
-            user_ids=[user.pk],
-            event={"type": "keys.changed", "user_id": str(user.pk)},
+            user_ids=[user.pk, *contact_ids(user=user)],
+            event={"type": "keys.changed", "user_id": str(user.pk), "identity_key_changed": True},
         )
     return new_key
 
@@ -660,7 +676,7 @@ def history_key_set(*, user: User, public_key: bytes, certificate: bytes) -> His
         raise Conflict(
             "identity_key_missing",
             "Register your identity key before the history key.",
-            field="public_key",
+            field="hk_pub",
         )
     message = crypto.history_key_certificate_input(user_id=user.pk, public_key=public_key)
     if not crypto.signature_is_valid(

@@ -14,6 +14,8 @@ urlpatterns = [
     path("settings/profile", views.settings_profile, name="settings-profile"),
     path("settings/privacy", views.settings_privacy, name="settings-privacy"),
     path("settings/password", views.settings_password, name="settings-password"),
+    path("settings/devices", views.settings_devices, name="settings-devices"),
+    path("settings/devices/<uuid:device_id>/remove", views.device_revoke, name="device-revoke"),
     path("@<str:handle>", views.profile, name="profile"),
     *(
         path(f"@<str:handle>/{action}", views.social_action, {"action": action}, name=action)

@@ -5,6 +5,7 @@ a service's ApplicationError goes back to the form, never out as a 500. See
 docs/accounts.md.
 """
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -234,6 +235,25 @@ def settings_password(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Your password has been changed.")
             return redirect("accounts:settings-password")
     return render(request, "accounts/settings_password.html", {"form": form})
+
+
+@never_cache
+@login_required
+@require_GET
+def settings_devices(request: HttpRequest) -> HttpResponse:
+    devices = selectors.devices_of_user(user=_viewer(request))
+    return render(request, "accounts/settings_devices.html", {"devices": devices})
+
+
+@login_required
+@require_POST
+def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
+    try:
+        device = services.device_revoke(user=_viewer(request), device_id=device_id)
+    except NotFound as exc:
+        raise Http404 from exc
+    messages.success(request, f"Removed {device.name or 'the device'}. It is signed out.")
+    return redirect("accounts:settings-devices")
 
 
 # --- Profiles and search ---------------------------------------------------------------------

@@ -133,7 +133,9 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         if text_data is None:
             await self._send_event(error_event("invalid_frame", "Frames are JSON text."))
             return
-        if len(text_data) > settings.REALTIME_MAX_FRAME_BYTES:
+        # Characters can be up to 4 bytes each: only encode when it could matter.
+        limit = settings.REALTIME_MAX_FRAME_BYTES
+        if len(text_data) > limit // 4 and len(text_data.encode()) > limit:
             await self._send_event(error_event("frame_too_large", "That frame is too large."))
             return
         if not self._take_allowance():

@@ -100,3 +100,18 @@ def test_admin_shows_no_key_material() -> None:
         assert_absent(response.content.decode(), secrets_in_b64, url)
     assert panel.get("/admin/accounts/identitykey/").status_code == 404, "no admin for keys"
     assert panel.get("/admin/accounts/keybackup/").status_code == 404, "no admin for backups"
+
+
+def test_admin_cannot_bypass_services() -> None:
+    """Suspending and revoking happen through services, which close sockets and revoke
+    tokens; the panel may not edit or delete those rows directly."""
+    alice = make_user("alice")
+    device, _ = make_device(alice, give_identity(alice))
+    admin = User.objects.create_superuser("boss", "boss@example.com", "a long admin password")
+    panel = Client()
+    panel.force_login(admin)
+    page = panel.get(f"/admin/accounts/user/{alice.pk}/change/").content.decode()
+    assert 'name="is_active"' not in page
+    assert 'name="suspended_until' not in page
+    assert panel.get(f"/admin/accounts/device/{device.pk}/delete/").status_code == 403
+    assert panel.get("/admin/accounts/user/add/").status_code == 403

@@ -312,3 +312,33 @@ def test_key_directory_needs_sign_in() -> None:
     response = APIClient().get("/api/v1/users/carol/keys")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_identity_key_must_be_a_curve_point(alice) -> None:
+    _, client, _ = alice
+    for bad in (b"\x01" + b"\0" * 31, b"\x05" * 32):  # small order; not on the curve
+        response = client.put("/api/v1/keys/identity", {"aik_pub": b64u_encode(bad)}, format="json")
+        assert response.status_code == 400
+        assert _error(response)["code"] == "invalid_key"
+    assert not IdentityKey.objects.exists()
+
+
+def test_wrong_passwords_for_a_key_reset_count_toward_the_lockout(alice) -> None:
+    user, client, _ = alice
+    give_identity(user)
+    new = {"aik_pub": b64u_encode(bytes(SigningKey.generate().verify_key)), "password": "guess"}
+    codes = [client.put("/api/v1/keys/identity", new, format="json").status_code for _ in range(6)]
+    assert codes == [403] * 5 + [429]
+    right = {**new, "password": PASSWORD}
+    assert client.put("/api/v1/keys/identity", right, format="json").status_code == 429
+    assert IdentityKey.objects.filter(user=user).count() == 1
+
+
+def test_devices_are_listed_active_first(alice) -> None:
+    user, client, _ = alice
+    aik = give_identity(user)
+    old, _ = make_device(user, aik)
+    newer, _ = make_device(user, aik)
+    client.delete(f"{DEVICES}/{old.pk}")
+    listed = [entry["device_id"] for entry in client.get(DEVICES).json()["results"]]
+    assert listed == [str(newer.pk), str(old.pk)]

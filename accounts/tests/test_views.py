@@ -578,3 +578,23 @@ def test_pages_have_no_inline_scripts_or_styles_and_label_every_input(client):
         assert 'role="status"' in html
         for input_id in re.findall(r'<(?:input|textarea)[^>]*\bid="([^"]+)"', html):
             assert f'for="{input_id}"' in html, input_id
+
+
+def test_devices_page_lists_and_removes_devices(client) -> None:
+    from accounts.models import Device
+    from accounts.tests.factories import give_identity, make_device
+
+    alice = make_user("alice_dev")
+    aik = give_identity(alice)
+    phone, _ = make_device(alice, aik)
+    stranger = make_user("stranger_dev")
+    strangers_device, _ = make_device(stranger, give_identity(stranger))
+    client.force_login(alice)
+    page = client.get("/settings/devices").content.decode()
+    assert "Test phone" in page
+    assert client.post(f"/settings/devices/{strangers_device.pk}/remove").status_code == 404
+    assert Device.objects.get(pk=strangers_device.pk).revoked_at is None
+    response = client.post(f"/settings/devices/{phone.pk}/remove", follow=True)
+    assert "It is signed out" in response.content.decode()
+    assert Device.objects.get(pk=phone.pk).revoked_at is not None
+    assert client.get(f"/settings/devices/{phone.pk}/remove").status_code == 405

@@ -279,3 +279,30 @@ async def test_revoking_a_token_closes_its_socket() -> None:
     closing = await comm.receive_json_from()
     assert (closing["type"], closing["code"]) == ("closing", 4006)
     assert await comm.receive_output() == {"type": "websocket.close", "code": 4006}
+
+
+async def test_contacts_hear_of_an_identity_key_change() -> None:
+    alice = await user_with_device()
+    friend = await user_with_device()
+    stranger = await user_with_device()
+    await sync_to_async(services.user_follow)(follower=friend["user"], followee=alice["user"])
+    friend_socket = communicator(f"/ws/?device={friend['device'].pk}", bearer(friend["key"]))
+    stranger_socket = communicator(f"/ws/?device={stranger['device'].pk}", bearer(stranger["key"]))
+    await connect_ok(friend_socket)
+    await connect_ok(stranger_socket)
+    from nacl.signing import SigningKey
+
+    from accounts.tests.factories import PASSWORD
+
+    await sync_to_async(services.identity_key_set)(
+        user=alice["user"],
+        public_key=bytes(SigningKey.generate().verify_key),
+        password=PASSWORD,
+    )
+    event = await friend_socket.receive_json_from()
+    assert event == {
+        "type": "keys.changed", "user_id": str(alice["user"].pk), "identity_key_changed": True,
+    }  # fmt: skip
+    assert await stranger_socket.receive_nothing(timeout=0.3)
+    await friend_socket.disconnect()
+    await stranger_socket.disconnect()
