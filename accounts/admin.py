@@ -62,6 +62,14 @@ class UserAdmin(admin.ModelAdmin[User]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # people sign up themselves; `createsuperuser` makes the first admin
 
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> tuple[str, ...]:
+        # Only a superuser hands out staff rights; a moderator cannot promote anyone,
+        # themselves included.
+        readonly = tuple(self.readonly_fields)
+        if not getattr(request.user, "is_superuser", False):
+            readonly += ("is_staff", "is_superuser", "groups")
+        return readonly
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         return (
             super()

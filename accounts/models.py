@@ -3,6 +3,7 @@
 See docs/accounts.md and docs/keys-and-devices.md.
 """
 
+import re
 import uuid
 from typing import Any, ClassVar
 
@@ -10,6 +11,8 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 
 
 class DmPolicy(models.TextChoices):
@@ -274,9 +277,10 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=64, blank=True)
     key_hash = models.CharField(max_length=64, unique=True)
     prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
-    # Set when a device is registered with this token: the token then speaks for it alone.
+    # Set when a device is registered with this token: the token then speaks for it alone,
+    # and goes with it (never left unbound, which would let it speak for any device).
     device = models.ForeignKey(
-        Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="api_tokens"
+        Device, on_delete=models.CASCADE, null=True, blank=True, related_name="api_tokens"
     )
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import (
+    HANDLE_RE,
     Block,
     CallPolicy,
     Device,
@@ -112,6 +113,8 @@ def _visible_users(*, viewer: User) -> QuerySet[User]:
 def user_get_by_login(*, login: str) -> User | None:
     """The account a sign-in names, by handle (with or without @) or e-mail, any case."""
     login = login.strip()
+    if "\x00" in login:
+        return None
     if "@" in login[1:]:
         return User.objects.filter(email__iexact=login).first()
     return User.objects.filter(handle__iexact=login.removeprefix("@")).first()
@@ -123,6 +126,8 @@ def user_get_visible(*, viewer: User, handle: str) -> User:
     The blocker still sees whom they blocked (to unblock); the blocked side gets 404.
     """
     handle = handle.removeprefix("@")
+    if not HANDLE_RE.fullmatch(handle):  # also keeps NUL and the like away from the database
+        raise NotFound("user_not_found", "No such user.", field="handle")
     user = User.objects.filter(handle__iexact=handle, is_active=True).first()
     if user is None or (
         user.pk != viewer.pk and Block.objects.filter(blocker=user, blocked=viewer).exists()
@@ -138,6 +143,8 @@ def user_search(*, viewer: User, query: str) -> QuerySet[User]:
         raise ApplicationError("required", "Type the start of a handle or name.", field="q")
     if len(query) > 50:
         raise ApplicationError("too_long", "At most 50 characters.", field="q")
+    if not query.isprintable():
+        raise ApplicationError("invalid", "Type letters, digits or spaces.", field="q")
     return (
         _visible_users(viewer=viewer)
         .filter(Q(handle__istartswith=query) | Q(display_name__istartswith=query))
@@ -236,6 +243,8 @@ def key_directory_get(
         ),
     )
     if handle is not None:
+        if not HANDLE_RE.fullmatch(handle.removeprefix("@")):
+            raise NotFound("user_not_found", "No such user.", field="handle")
         users = users.filter(handle__iexact=handle.removeprefix("@"))
     elif user_id is not None:
         users = users.filter(pk=user_id)

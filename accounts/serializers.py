@@ -154,7 +154,8 @@ class KeyDirectorySerializer(serializers.Serializer):
 
 class KeyBackupSerializer(serializers.Serializer):
     nonce = B64uField(length=24)
-    ciphertext = B64uField(max_length=settings.BACKUP_MAX_BYTES)
+    # An AEAD ciphertext is at least its 16-byte tag plus some content.
+    ciphertext = B64uField(min_length=17, max_length=settings.BACKUP_MAX_BYTES)
     kdf = serializers.ChoiceField(choices=KeyBackup.Kdf.choices)
     salt = B64uField(length=16, required=False, allow_null=True, default=None)
     opslimit = serializers.IntegerField(

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from accounts import crypto
 from accounts.models import (
+    HANDLE_RE,
     ApiToken,
     Block,
     CallPolicy,
@@ -49,7 +50,6 @@ from realtime.publish import (
 
 logger = logging.getLogger(__name__)
 
-HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 RESERVED_HANDLES = frozenset(
     {
         "about", "abuse", "account", "accounts", "admin", "administrator", "api", "app",
@@ -315,7 +315,13 @@ def user_update_profile(
         except DjangoValidationError as exc:
             field, messages = next(iter(exc.message_dict.items()))
             raise ApplicationError("invalid", " ".join(messages), field=field) from exc
-        user.save(update_fields=fields)
+        try:
+            with transaction.atomic():
+                user.save(update_fields=fields)
+        except IntegrityError as exc:  # another account took the e-mail meanwhile
+            raise Conflict(
+                "email_taken", "That e-mail address is already in use.", field="email"
+            ) from exc
     return user
 
 
@@ -610,25 +616,34 @@ def device_register(
             f"You may have at most {settings.MAX_ACTIVE_DEVICES} devices. Remove one first.",
             field="device_id",
         )
-    device = Device.objects.create(
-        id=device_id,
-        user=user,
-        identity_key=identity_key,
-        name=name.strip()[:64],
-        sign_public_key=sign_public_key,
-        box_public_key=box_public_key,
-        created_at=created_at,
-        certificate=certificate,
-    )
+    try:
+        with transaction.atomic():
+            device = Device.objects.create(
+                id=device_id,
+                user=user,
+                identity_key=identity_key,
+                name=name.strip()[:64],
+                sign_public_key=sign_public_key,
+                box_public_key=box_public_key,
+                created_at=created_at,
+                certificate=certificate,
+            )
+    except IntegrityError as exc:  # the same id registered concurrently
+        raise Conflict(
+            "device_exists", "A device with this id already exists.", field="device_id"
+        ) from exc
     if token is not None:
-        if token.device_id is not None:
+        # Conditional update: of two concurrent registrations with one token, one binds.
+        bound = ApiToken.objects.filter(
+            pk=token.pk, device__isnull=True, revoked_at__isnull=True
+        ).update(device=device)
+        if bound != 1:
             raise Conflict(
                 "token_has_device",
                 "This token already belongs to a device; sign in again for a new one.",
                 field="device_id",
             )
         token.device = device
-        token.save(update_fields=["device"])
     security_event_record(user=user, kind=SecurityEvent.Kind.DEVICE_ADDED, device=device)
     publish_on_commit(
         user_ids=[user.pk],

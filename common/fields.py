@@ -15,12 +15,19 @@ class B64uField(serializers.Field):
         "invalid": "Must be unpadded base64url.",
         "length": "Must decode to {length} bytes.",
         "max_length": "Must decode to at most {max_length} bytes.",
+        "min_length": "Must decode to at least {min_length} bytes.",
     }
 
     def __init__(
-        self, *, length: int | None = None, max_length: int | None = None, **kwargs: Any
+        self,
+        *,
+        length: int | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        **kwargs: Any,
     ) -> None:
         self.length = length
+        self.min_length = min_length
         self.max_length = max_length
         super().__init__(**kwargs)
 
@@ -37,6 +44,8 @@ class B64uField(serializers.Field):
             self.fail("length", length=self.length)
         if self.max_length is not None and len(value) > self.max_length:
             self.fail("max_length", max_length=self.max_length)
+        if self.min_length is not None and len(value) < self.min_length:
+            self.fail("min_length", min_length=self.min_length)
         return value
 
     def to_representation(self, value: bytes | memoryview) -> str:

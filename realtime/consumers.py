@@ -8,20 +8,24 @@ import json
 import logging
 import time
 import uuid
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
+from django.utils import timezone
 
-from accounts.models import Device, User
+from accounts.models import ApiToken, Device, User
 from common.errors import ApplicationError
 from realtime.auth import SocketIdentity
 from realtime.groups import device_group, session_group, token_group, user_group
 from realtime.publish import (
     CLOSE_BAD_REQUEST,
     CLOSE_DEVICE_REVOKED,
+    CLOSE_LOGGED_OUT,
     CLOSE_SUSPENDED,
     CLOSE_UNKNOWN_DEVICE,
 )
@@ -51,6 +55,35 @@ def _device_state(user: User, device_id: uuid.UUID) -> str:
     if device is None:
         return "unknown"
     return "active" if device.revoked_at is None else "revoked"
+
+
+def _session_store(session_key: str) -> SessionBase:
+    store: SessionBase = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return store
+
+
+@database_sync_to_async
+def _still_allowed(
+    identity: SocketIdentity, user: User, device_id: uuid.UUID
+) -> tuple[int, str, str] | None:
+    """None if the socket may stay; else the close code, reason and message."""
+    if not Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).exists():
+        return CLOSE_DEVICE_REVOKED, "device_revoked", "That device was revoked."
+    if (
+        identity.token_id is not None
+        and not ApiToken.objects.filter(pk=identity.token_id, revoked_at__isnull=True).exists()
+    ):
+        return CLOSE_LOGGED_OUT, "token_revoked", "That token was revoked."
+    if identity.session_key and not _session_store(identity.session_key).load():
+        return CLOSE_LOGGED_OUT, "logged_out", "That session has ended."
+    account = User.objects.filter(pk=user.pk).values("is_active", "suspended_until").first()
+    if (
+        account is None
+        or not account["is_active"]
+        or (account["suspended_until"] and account["suspended_until"] > timezone.now())
+    ):
+        return CLOSE_SUSPENDED, "account_suspended", "This account is suspended."
+    return None
 
 
 @database_sync_to_async
@@ -109,10 +142,11 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
-        # The device may have been revoked while we joined: look again, now that a
-        # revocation would reach us through the device group.
-        if await _device_state(user, device_id) != "active":
-            await self._refuse(CLOSE_DEVICE_REVOKED, "device_revoked", "That device was revoked.")
+        # A revocation, sign-out or suspension between our checks and joining the groups
+        # went to groups we were not in yet: look again, now that any later one reaches us.
+        problem = await _still_allowed(identity, user, device_id)
+        if problem is not None:
+            await self._refuse(*problem)
             return
         self.ctx = SocketContext(user=user, device_id=device_id, token_id=identity.token_id)
         await self._send_event(
@@ -130,6 +164,9 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.ctx is None:
             return
+        if not self._take_allowance():
+            await self._send_event(error_event("rate_limited", "Too many frames; slow down."))
+            return
         if text_data is None:
             await self._send_event(error_event("invalid_frame", "Frames are JSON text."))
             return
@@ -138,12 +175,9 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         if len(text_data) > limit // 4 and len(text_data.encode()) > limit:
             await self._send_event(error_event("frame_too_large", "That frame is too large."))
             return
-        if not self._take_allowance():
-            await self._send_event(error_event("rate_limited", "Too many frames; slow down."))
-            return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             await self._send_event(error_event("invalid_json", "That frame is not valid JSON."))
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):

@@ -115,3 +115,26 @@ def test_admin_cannot_bypass_services() -> None:
     assert 'name="suspended_until' not in page
     assert panel.get(f"/admin/accounts/device/{device.pk}/delete/").status_code == 403
     assert panel.get("/admin/accounts/user/add/").status_code == 403
+
+
+def test_a_moderator_cannot_promote_anyone() -> None:
+    from django.contrib.auth.models import Permission
+
+    moderator = make_user("mod_anna")
+    moderator.is_staff = True
+    moderator.save()
+    moderator.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_user", "view_user"])
+    )
+    panel = Client()
+    panel.force_login(moderator)
+    url = f"/admin/accounts/user/{moderator.pk}/change/"
+    page = panel.get(url).content.decode()
+    assert 'name="is_superuser"' not in page
+    assert 'name="is_staff"' not in page
+    response = panel.post(url, {"display_name": "x", "is_superuser": "on", "is_staff": "on",
+                                "dm_policy": "everyone", "call_policy": "following"})  # fmt: skip
+    assert response.status_code == 302, "the form was accepted"
+    moderator.refresh_from_db()
+    assert moderator.display_name == "x"
+    assert moderator.is_superuser is False

@@ -342,3 +342,32 @@ def test_devices_are_listed_active_first(alice) -> None:
     client.delete(f"{DEVICES}/{old.pk}")
     listed = [entry["device_id"] for entry in client.get(DEVICES).json()["results"]]
     assert listed == [str(newer.pk), str(old.pk)]
+
+
+def test_empty_backup_is_refused(alice) -> None:
+    _, client, _ = alice
+    blob = {"nonce": b64u_encode(b"\x07" * 24), "ciphertext": "", "kdf": "raw"}
+    response = client.put("/api/v1/keys/backup", blob, format="json")
+    assert response.status_code == 400
+    assert _error(response)["field"] == "ciphertext"
+
+
+@pytest.mark.parametrize("handle", ["a%00b", "bad handle", "x" * 40, "%C3%A9t%C3%A9"])
+def test_malformed_handles_in_paths_are_404_not_500(alice, handle) -> None:
+    _, client, _ = alice
+    for suffix in ("", "/keys", "/follow"):
+        response = client.get(f"/api/v1/users/{handle}{suffix}")
+        assert response.status_code in (404, 405), (handle, suffix)
+
+
+def test_nul_in_search_and_login_is_a_clear_400(alice) -> None:
+    _, client, _ = alice
+    response = client.get("/api/v1/users", {"q": "al\x00"})
+    assert response.status_code == 400
+    assert _error(response)["field"] == "q"
+    from rest_framework.test import APIClient
+
+    body = {"login": "a\x00", "password": "x"}
+    login = APIClient().post("/api/v1/auth/login", body, format="json")
+    assert login.status_code == 400
+    assert _error(login)["field"] == "login"

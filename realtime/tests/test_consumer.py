@@ -306,3 +306,27 @@ async def test_contacts_hear_of_an_identity_key_change() -> None:
     assert await stranger_socket.receive_nothing(timeout=0.3)
     await friend_socket.disconnect()
     await stranger_socket.disconnect()
+
+
+async def test_hostile_frames_do_not_kill_the_socket() -> None:
+    alice = await user_with_device()
+    comm = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
+    await connect_ok(comm)
+    await comm.send_to(text_data="[" * 200_000)
+    assert (await comm.receive_json_from())["error"]["code"] == "invalid_json"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
+async def test_every_kind_of_frame_counts_toward_the_rate_limit() -> None:
+    alice = await user_with_device()
+    comm = communicator(f"/ws/?device={alice['device'].pk}", bearer(alice["key"]))
+    await connect_ok(comm)
+    codes = []
+    for _ in range(80):
+        await comm.send_to(bytes_data=b"\x00")
+        codes.append((await comm.receive_json_from())["error"]["code"])
+    assert "rate_limited" in codes
+    assert codes[0] == "invalid_frame"
+    await comm.disconnect()
