@@ -11,8 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotAuthenticated
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,28 +30,16 @@ from accounts.serializers import (
     TokenSerializer,
     UserLiteSerializer,
 )
+from common.api import BaseApi, current_user
 from common.errors import NotFound
 from common.fields import B64uField
 from common.net import client_address
 from common.pagination import Pagination
-from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
 
 SENSITIVE = method_decorator(
     sensitive_post_parameters("password", "old_password", "new_password", "phone_number"),
     name="dispatch",
 )
-
-
-def _current_user(request: Request) -> User:
-    user = request.user
-    if not isinstance(user, User):
-        raise NotAuthenticated()
-    return user
-
-
-class BaseApi(APIView):
-    permission_classes = [IsAuthenticated]
-    throttle_classes = [AnonThrottle, UserThrottle, ScopedThrottle]
 
 
 def _paginated(
@@ -145,7 +132,7 @@ class LogoutApi(BaseApi):
     def post(self, request: Request) -> Response:
         token = request_token(request)
         if token is not None:
-            services.api_token_revoke(user=_current_user(request), token_id=token.pk)
+            services.api_token_revoke(user=current_user(request), token_id=token.pk)
         else:
             services.session_end_sockets(session_key=request.session.session_key)
             logout(request._request)
@@ -164,7 +151,7 @@ class PasswordChangeApi(BaseApi):
     def post(self, request: Request) -> Response:
         data = self.PasswordChangeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = _current_user(request)
+        user = current_user(request)
         services.user_change_password(
             user=user,
             old_password=data.validated_data["old_password"],
@@ -178,14 +165,14 @@ class PasswordChangeApi(BaseApi):
 class TokenListApi(BaseApi):
     @extend_schema(responses={200: TokenSerializer(many=True)}, tags=["auth"])
     def get(self, request: Request) -> Response:
-        tokens = ApiToken.objects.filter(user=_current_user(request), revoked_at__isnull=True)
+        tokens = ApiToken.objects.filter(user=current_user(request), revoked_at__isnull=True)
         return _paginated(self, request, tokens, TokenSerializer)
 
 
 class TokenRevokeApi(BaseApi):
     @extend_schema(responses={204: None}, tags=["auth"])
     def delete(self, request: Request, token_id: int) -> Response:
-        services.api_token_revoke(user=_current_user(request), token_id=token_id)
+        services.api_token_revoke(user=current_user(request), token_id=token_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -212,14 +199,14 @@ class MeApi(BaseApi):
 
     @extend_schema(responses={200: MeSerializer}, tags=["me"])
     def get(self, request: Request) -> Response:
-        return Response(MeSerializer(_current_user(request)).data)
+        return Response(MeSerializer(current_user(request)).data)
 
     @extend_schema(request=MeInputSerializer, responses={200: MeSerializer}, tags=["me"])
     def patch(self, request: Request) -> Response:
         data = self.MeInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        user = _current_user(request)
+        user = current_user(request)
         profile_fields = {"display_name", "bio", "email", "phone_number"}
         with transaction.atomic():
             services.user_update_profile(
@@ -244,13 +231,13 @@ class AvatarApi(BaseApi):
         data = self.AvatarInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_set_avatar(
-            user=_current_user(request), upload=data.validated_data["avatar"]
+            user=current_user(request), upload=data.validated_data["avatar"]
         )
         return Response(MeSerializer(user).data)
 
     @extend_schema(responses={200: MeSerializer}, tags=["me"])
     def delete(self, request: Request) -> Response:
-        user = services.user_remove_avatar(user=_current_user(request))
+        user = services.user_remove_avatar(user=current_user(request))
         return Response(MeSerializer(user).data)
 
 
@@ -258,14 +245,14 @@ class BlockListApi(BaseApi):
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
         return _paginated(
-            self, request, selectors.blocked_list(user=_current_user(request)), UserLiteSerializer
+            self, request, selectors.blocked_list(user=current_user(request)), UserLiteSerializer
         )
 
 
 class SecurityEventListApi(BaseApi):
     @extend_schema(responses={200: SecurityEventSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
-        events = SecurityEvent.objects.filter(user=_current_user(request))
+        events = SecurityEvent.objects.filter(user=current_user(request))
         return _paginated(self, request, events, SecurityEventSerializer)
 
 
@@ -282,7 +269,7 @@ class UserSearchApi(BaseApi):
     )
     def get(self, request: Request) -> Response:
         users = selectors.user_search(
-            viewer=_current_user(request), query=request.query_params.get("q", "")
+            viewer=current_user(request), query=request.query_params.get("q", "")
         )
         return _paginated(self, request, users, UserLiteSerializer)
 
@@ -290,12 +277,12 @@ class UserSearchApi(BaseApi):
 class ProfileApi(BaseApi):
     @extend_schema(responses={200: ProfileSerializer}, tags=["users"])
     def get(self, request: Request, handle: str) -> Response:
-        profile = selectors.profile_get(viewer=_current_user(request), handle=handle)
+        profile = selectors.profile_get(viewer=current_user(request), handle=handle)
         return Response(ProfileSerializer(profile).data)
 
 
 def _target(request: Request, handle: str) -> User:
-    return selectors.user_get_visible(viewer=_current_user(request), handle=handle)
+    return selectors.user_get_visible(viewer=current_user(request), handle=handle)
 
 
 class FollowApi(BaseApi):
@@ -303,12 +290,12 @@ class FollowApi(BaseApi):
 
     @extend_schema(request=None, responses={204: None}, tags=["users"])
     def post(self, request: Request, handle: str) -> Response:
-        services.user_follow(follower=_current_user(request), followee=_target(request, handle))
+        services.user_follow(follower=current_user(request), followee=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses={204: None}, tags=["users"])
     def delete(self, request: Request, handle: str) -> Response:
-        services.user_unfollow(follower=_current_user(request), followee=_target(request, handle))
+        services.user_unfollow(follower=current_user(request), followee=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -317,12 +304,12 @@ class BlockApi(BaseApi):
 
     @extend_schema(request=None, responses={204: None}, tags=["users"])
     def post(self, request: Request, handle: str) -> Response:
-        services.user_block(blocker=_current_user(request), blocked=_target(request, handle))
+        services.user_block(blocker=current_user(request), blocked=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses={204: None}, tags=["users"])
     def delete(self, request: Request, handle: str) -> Response:
-        services.user_unblock(blocker=_current_user(request), blocked=_target(request, handle))
+        services.user_unblock(blocker=current_user(request), blocked=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -331,12 +318,12 @@ class MuteApi(BaseApi):
 
     @extend_schema(request=None, responses={204: None}, tags=["users"])
     def post(self, request: Request, handle: str) -> Response:
-        services.user_mute(muter=_current_user(request), muted=_target(request, handle))
+        services.user_mute(muter=current_user(request), muted=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses={204: None}, tags=["users"])
     def delete(self, request: Request, handle: str) -> Response:
-        services.user_unmute(muter=_current_user(request), muted=_target(request, handle))
+        services.user_unmute(muter=current_user(request), muted=_target(request, handle))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -375,7 +362,7 @@ class KeyDirectoryApi(BaseApi):
         self, request: Request, handle: str | None = None, user_id: uuid.UUID | None = None
     ) -> Response:
         user = selectors.key_directory_get(
-            viewer=_current_user(request), handle=handle, user_id=user_id
+            viewer=current_user(request), handle=handle, user_id=user_id
         )
         return Response(KeyDirectorySerializer(user).data)
 
@@ -407,7 +394,7 @@ class IdentityKeyApi(BaseApi):
         data = self.IdentityKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = services.identity_key_set(
-            user=_current_user(request),
+            user=current_user(request),
             public_key=data.validated_data["aik_pub"],
             password=data.validated_data.get("password") or None,
         )
@@ -428,7 +415,7 @@ class HistoryKeyApi(BaseApi):
         data = self.HistoryKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = services.history_key_set(
-            user=_current_user(request),
+            user=current_user(request),
             public_key=data.validated_data["hk_pub"],
             certificate=data.validated_data["certificate"],
         )
@@ -445,7 +432,7 @@ class KeyBackupApi(BaseApi):
 
     @extend_schema(responses={200: KeyBackupSerializer}, tags=["keys"])
     def get(self, request: Request) -> Response:
-        backup = KeyBackup.objects.filter(user=_current_user(request)).first()
+        backup = KeyBackup.objects.filter(user=current_user(request)).first()
         if backup is None:
             raise NotFound("backup_not_found", "No backup stored.")
         return Response(KeyBackupSerializer(backup).data)
@@ -456,7 +443,7 @@ class KeyBackupApi(BaseApi):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         backup = services.key_backup_put(
-            user=_current_user(request),
+            user=current_user(request),
             nonce=values["nonce"],
             ciphertext=values["ciphertext"],
             kdf=values["kdf"],
@@ -481,7 +468,7 @@ class DeviceListApi(BaseApi):
     @extend_schema(responses={200: DeviceSerializer(many=True)}, tags=["devices"])
     def get(self, request: Request) -> Response:
         return _paginated(
-            self, request, selectors.devices_of_user(user=_current_user(request)), DeviceSerializer
+            self, request, selectors.devices_of_user(user=current_user(request)), DeviceSerializer
         )
 
     @extend_schema(
@@ -492,7 +479,7 @@ class DeviceListApi(BaseApi):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         device = services.device_register(
-            user=_current_user(request),
+            user=current_user(request),
             device_id=values["device_id"],
             name=values["name"],
             sign_public_key=values["sign_pub"],
@@ -507,5 +494,5 @@ class DeviceListApi(BaseApi):
 class DeviceRevokeApi(BaseApi):
     @extend_schema(responses={200: DeviceSerializer}, tags=["devices"])
     def delete(self, request: Request, device_id: uuid.UUID) -> Response:
-        device = services.device_revoke(user=_current_user(request), device_id=device_id)
+        device = services.device_revoke(user=current_user(request), device_id=device_id)
         return Response(DeviceSerializer(device).data)

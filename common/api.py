@@ -6,12 +6,32 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError, RateLimited
+from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
 
 logger = logging.getLogger(__name__)
+
+
+class BaseApi(APIView):
+    """Every API view: signed-in by default, throttled per user and per kind
+    (``throttle_scope``)."""
+
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [AnonThrottle, UserThrottle, ScopedThrottle]
+
+
+def current_user(request: Request) -> Any:
+    """The signed-in user of an API request (views are behind IsAuthenticated)."""
+    user = request.user
+    if not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return user
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:

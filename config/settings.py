@@ -177,6 +177,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "erase-expired-messages": {
+        "task": "messaging.erase_expired_messages",
+        "schedule": env.float("ERASE_EXPIRED_EVERY_SECONDS", default=10.0),
+    },
+}
 
 # --- Auth -----------------------------------------------------------------------------------
 
@@ -252,6 +258,9 @@ API_THROTTLE_RATES = {
     "key_directory": env.str("THROTTLE_KEY_DIRECTORY", default="120/min"),
     "keys_write": env.str("THROTTLE_KEYS_WRITE", default="30/min"),
     "social": env.str("THROTTLE_SOCIAL", default="120/min"),
+    "messaging": env.str("THROTTLE_MESSAGING", default="600/min"),
+    "attachments": env.str("THROTTLE_ATTACHMENTS", default="120/min"),
+    "reports": env.str("THROTTLE_REPORTS", default="20/min"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -274,6 +283,8 @@ SPECTACULAR_SETTINGS = {
 AVATAR_MAX_BYTES = 2 * 1024 * 1024
 AVATAR_MAX_PIXELS = 4096
 BACKUP_MAX_BYTES = 4096
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=25 * 1024 * 1024)
+MESSAGE_MAX_CIPHERTEXT_BYTES = 64 * 1024  # PROTOCOL.md section 3
 MAX_ACTIVE_DEVICES = 20
 
 # --- Realtime -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from common.views import healthz, home
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(("accounts.api_urls", "accounts"), namespace="accounts")),
+    path("", include(("messaging.api_urls", "messaging"), namespace="messaging")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -1,0 +1,202 @@
+"""Reads of the messaging app. Each returns only what the caller may see, and for a
+device only its own key wrap (or its user's history key seal)."""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import (
+    Count,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
+
+from accounts.models import Device, User
+from common.encoding import b64u_decode, b64u_encode
+from common.errors import ApplicationError, NotFound
+from messaging.models import Conversation, Membership, Message
+
+HISTORY_PAGE_MAX = 200
+SYNC_PAGE_MAX = 500
+
+
+def conversation_get_for_member(*, user: User, conversation_id: uuid.UUID) -> Conversation:
+    conversation = (
+        Conversation.objects.filter(
+            pk=conversation_id, memberships__user=user, memberships__left_at__isnull=True
+        )
+        .prefetch_related(_members_prefetch())
+        .first()
+    )
+    if conversation is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    return conversation
+
+
+def membership_get(*, user: User, conversation_id: uuid.UUID) -> Membership:
+    membership = Membership.objects.filter(
+        conversation_id=conversation_id, user=user, left_at__isnull=True
+    ).first()
+    if membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    return membership
+
+
+def _members_prefetch() -> Prefetch[Any]:
+    return Prefetch(
+        "memberships",
+        queryset=Membership.objects.filter(left_at__isnull=True)
+        .select_related("user")
+        .order_by("joined_at"),
+        to_attr="active_memberships",
+    )
+
+
+def inbox(*, user: User, requests: bool = False) -> QuerySet[Conversation]:
+    """The user's conversations, newest activity first, with the last message's metadata
+    and the unread count. A fixed number of queries whatever their number: one for the
+    conversations with their annotations, one for the members."""
+    states = [Membership.State.REQUESTED] if requests else [Membership.State.ACCEPTED]
+    mine = Membership.objects.filter(conversation=OuterRef("pk"), user=user)
+    last = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
+    unread = (
+        Message.objects.filter(
+            conversation=OuterRef("pk"),
+            seq__gt=OuterRef("my_last_read_seq"),
+            deleted_at__isnull=True,
+        )
+        .exclude(sender=user)
+        .order_by()
+        .values("conversation")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return (
+        Conversation.objects.filter(
+            memberships__user=user,
+            memberships__left_at__isnull=True,
+            memberships__state__in=states,
+        )
+        .annotate(
+            my_last_read_seq=Subquery(mine.values("last_read_seq")[:1]),
+            my_state=Subquery(mine.values("state")[:1]),
+            my_role=Subquery(mine.values("role")[:1]),
+            last_message_id=Subquery(last.values("id")[:1]),
+            last_sender_id=Subquery(last.values("sender_id")[:1]),
+            last_server_ts=Subquery(last.values("server_ts")[:1]),
+            unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
+        )
+        .prefetch_related(_members_prefetch())
+        .order_by("-last_message_at", "-created_at")
+    )
+
+
+def device_for_reading(*, user: User, device_id: uuid.UUID | None) -> Device:
+    if device_id is None:
+        raise ApplicationError("required", "Name the device that reads.", field="device")
+    device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
+    if device is None:
+        raise NotFound("device_not_found", "That is not an active device of yours.", field="device")
+    return device
+
+
+def _with_own_keys(messages: QuerySet[Message], *, device: Device) -> QuerySet[Message]:
+    """Only this device's wrap and its user's history seal leave the database."""
+    return messages.defer("keys", "history_keys").annotate(
+        device_key=KT(f"keys__{device.pk}"),
+        history_key=KT(f"history_keys__{device.user_id}"),
+    )
+
+
+def history_page(
+    *, user: User, device: Device, conversation_id: uuid.UUID, before_seq: int | None, limit: int
+) -> list[Message]:
+    """Messages before ``before_seq`` (newest first), from when the user joined."""
+    membership = membership_get(user=user, conversation_id=conversation_id)
+    limit = max(1, min(limit, HISTORY_PAGE_MAX))
+    messages = Message.objects.filter(
+        conversation_id=conversation_id, seq__gte=membership.first_seq
+    )
+    if before_seq is not None:
+        messages = messages.filter(seq__lt=before_seq)
+    return list(_with_own_keys(messages, device=device).order_by("-seq")[:limit])
+
+
+@dataclass
+class SyncPage:
+    messages: list[Message]
+    cursor: str
+    has_more: bool
+
+
+def _decode_cursor(cursor: str | None) -> dict[str, int]:
+    if not cursor:
+        return {}
+    try:
+        positions = json.loads(b64u_decode(cursor))
+        if not isinstance(positions, dict) or not all(
+            isinstance(key, str) and isinstance(value, int) and value >= 0
+            for key, value in positions.items()
+        ):
+            raise ValueError("bad cursor")
+        return {str(uuid.UUID(key)): value for key, value in positions.items()}
+    except (ValueError, TypeError) as exc:
+        raise ApplicationError(
+            "invalid_cursor", "That sync cursor is not ours.", field="cursor"
+        ) from exc
+
+
+def _encode_cursor(positions: dict[str, int]) -> str:
+    return b64u_encode(json.dumps(positions, separators=(",", ":"), sort_keys=True).encode())
+
+
+def sync(*, user: User, device: Device, cursor: str | None, limit: int) -> SyncPage:
+    """Everything after ``cursor`` in every conversation the user is in, oldest first.
+
+    The cursor is opaque to clients: the last seq seen per conversation. Seqs are
+    gap-free and assigned under a lock, so nothing that commits later can land behind
+    a cursor. A device starts from when it was registered (it has no wraps before).
+    """
+    positions = _decode_cursor(cursor)
+    limit = max(1, min(limit, SYNC_PAGE_MAX))
+    memberships = list(
+        Membership.objects.filter(user=user, left_at__isnull=True)
+        .exclude(state=Membership.State.DECLINED)
+        .values_list("conversation_id", "conversation__last_seq", "first_seq")
+    )
+    registered_ms = int(device.registered_at.timestamp() * 1000)
+    condition = Q()
+    for conversation_id, last_seq, first_seq in memberships:
+        after = positions.get(str(conversation_id))
+        if after is None:
+            condition |= Q(
+                conversation_id=conversation_id, seq__gte=first_seq, server_ts__gte=registered_ms
+            )
+        elif after < last_seq:
+            condition |= Q(conversation_id=conversation_id, seq__gt=max(after, first_seq - 1))
+    if not condition:
+        return SyncPage([], _encode_cursor(positions), False)
+    rows = list(
+        # By conversation, then seq: a page cut never skips a message.
+        _with_own_keys(Message.objects.filter(condition), device=device).order_by(
+            "conversation_id", "seq"
+        )[: limit + 1]
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    for message in rows:
+        key = str(message.conversation_id)
+        positions[key] = max(positions.get(key, 0), message.seq)
+    if not has_more:
+        # Conversations with nothing new still get a position, so the next sync is cheap.
+        for conversation_id, last_seq, _ in memberships:
+            positions.setdefault(str(conversation_id), last_seq)
+    return SyncPage(rows, _encode_cursor(positions), has_more)

@@ -1,0 +1,790 @@
+"""Every write of the messaging app (PROTOCOL.md sections 3 to 5; docs/messages.md).
+
+The server checks shapes, membership and device sets, stores opaque bytes and
+relays them. It never sees a payload, except the one a reporter discloses with a
+valid franking proof.
+"""
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from nacl.encoding import RawEncoder
+from nacl.hash import blake2b
+
+from accounts import services as account_services
+from accounts.models import ApiToken, Block, Device, Follow, HistoryKey, User
+from accounts.selectors import message_permission
+from common.encoding import b64u_encode, signing_input
+from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
+from messaging.models import (
+    Attachment,
+    Conversation,
+    DeviceCursor,
+    Membership,
+    Message,
+    Report,
+)
+from realtime.publish import publish_now, publish_on_commit
+
+MAX_GROUP_MEMBERS = 50
+DELETE_FOR_EVERYONE_WINDOW = timedelta(hours=48)
+# Timers a conversation may have, in seconds (none, 30 s ... 4 weeks).
+DISAPPEARING_CHOICES = (30, 300, 3600, 8 * 3600, 86400, 7 * 86400, 28 * 86400)
+TYPING_INTERVAL_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message as the sender's client built it, decoded and length-checked."""
+
+    client_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    nonce: bytes
+    ciphertext: bytes
+    franking_tag: bytes
+    keys: dict[str, str]  # device id -> b64u wrap (checked to decode to 72 bytes)
+    history_keys: dict[str, str] = field(default_factory=dict)  # user id -> b64u seal
+    expires_in: int | None = None
+
+
+# --- Conversations ---------------------------------------------------------------------------
+
+
+def _direct_key(a: User, b: User) -> str:
+    low, high = sorted([str(a.pk), str(b.pk)])
+    return f"{low}:{high}"
+
+
+def _follows(follower: User, followee: User) -> bool:
+    return Follow.objects.filter(follower=follower, followee=followee).exists()
+
+
+def _publish_conversation_updated(conversation: Conversation) -> None:
+    member_ids = Membership.objects.filter(
+        conversation=conversation, left_at__isnull=True
+    ).values_list("user_id", flat=True)
+    publish_on_commit(
+        user_ids=list(member_ids),
+        event={"type": "conversation.updated", "conversation_id": str(conversation.pk)},
+    )
+
+
+@transaction.atomic
+def conversation_get_or_create_direct(*, user: User, other: User) -> tuple[Conversation, bool]:
+    """The one direct conversation of a pair, made on first request. Idempotent.
+
+    The other side's membership starts as a message request unless they follow
+    ``user``.
+    """
+    existing = Conversation.objects.filter(direct_key=_direct_key(user, other)).first()
+    if existing is not None:
+        Membership.objects.filter(conversation=existing, user=user).update(left_at=None)
+        return existing, False
+    decision = message_permission(sender=user, recipient=other)
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason, _refusal_message(decision.reason), field="handle")
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                kind=Conversation.Kind.DIRECT, direct_key=_direct_key(user, other), created_by=user
+            )
+    except IntegrityError:  # created concurrently by the other side
+        return Conversation.objects.get(direct_key=_direct_key(user, other)), False
+    Membership.objects.create(conversation=conversation, user=user)
+    Membership.objects.create(
+        conversation=conversation,
+        user=other,
+        state=Membership.State.ACCEPTED if _follows(other, user) else Membership.State.REQUESTED,
+        last_read_seq=0,
+    )
+    _publish_conversation_updated(conversation)
+    return conversation, True
+
+
+def _refusal_message(reason: str) -> str:
+    return {
+        "blocked": "You cannot message this account.",
+        "policy_nobody": "This account does not accept messages.",
+        "policy_following": "This account only accepts messages from people it follows.",
+        "unavailable": "This account is not available.",
+        "self": "You cannot start a conversation with yourself.",
+    }.get(reason, "You cannot message this account.")
+
+
+def _check_can_add(*, adder: User, users: list[User]) -> None:
+    for user in users:
+        decision = message_permission(sender=adder, recipient=user)
+        if not decision.allowed:
+            raise PermissionDenied(
+                decision.reason,
+                f"@{user.handle}: {_refusal_message(decision.reason)}",
+                field="handles",
+            )
+
+
+@transaction.atomic
+def conversation_create_group(*, creator: User, name: str, members: list[User]) -> Conversation:
+    others = {user.pk: user for user in members if user.pk != creator.pk}
+    if not 1 <= len(others) <= MAX_GROUP_MEMBERS - 1:
+        raise ApplicationError(
+            "invalid_size",
+            f"A group has 2 to {MAX_GROUP_MEMBERS} members, you included.",
+            field="handles",
+        )
+    _check_can_add(adder=creator, users=list(others.values()))
+    conversation = Conversation.objects.create(
+        kind=Conversation.Kind.GROUP, name=name.strip()[:64], created_by=creator
+    )
+    Membership.objects.create(conversation=conversation, user=creator, role=Membership.Role.ADMIN)
+    following_creator = set(
+        Follow.objects.filter(followee=creator, follower__in=others).values_list(
+            "follower_id", flat=True
+        )
+    )
+    Membership.objects.bulk_create(
+        Membership(
+            conversation=conversation,
+            user=user,
+            state=Membership.State.ACCEPTED
+            if user.pk in following_creator
+            else Membership.State.REQUESTED,
+        )
+        for user in others.values()
+    )
+    _publish_conversation_updated(conversation)
+    return conversation
+
+
+def _active_membership(*, user: User, conversation: Conversation, lock: bool = False) -> Membership:
+    memberships = Membership.objects.filter(
+        conversation=conversation, user=user, left_at__isnull=True
+    )
+    if lock:
+        memberships = memberships.select_for_update()
+    membership = memberships.first()
+    if membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    return membership
+
+
+def _require_group_admin(*, user: User, conversation: Conversation) -> None:
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise ApplicationError("not_a_group", "Only groups have admins and members to manage.")
+    if _active_membership(user=user, conversation=conversation).role != Membership.Role.ADMIN:
+        raise PermissionDenied("not_admin", "Only an admin of the group may do that.")
+
+
+@transaction.atomic
+def group_rename(*, actor: User, conversation: Conversation, name: str) -> Conversation:
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise ApplicationError("not_a_group", "Only groups have names.", field="name")
+    _active_membership(user=actor, conversation=conversation)
+    conversation.name = name.strip()[:64]
+    conversation.save(update_fields=["name"])
+    _publish_conversation_updated(conversation)
+    return conversation
+
+
+@transaction.atomic
+def group_add_members(*, actor: User, conversation: Conversation, users: list[User]) -> None:
+    """Add members. New members read only what is sent after they join."""
+    _require_group_admin(user=actor, conversation=conversation)
+    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    active = set(
+        Membership.objects.filter(conversation=conversation, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+    new = [user for user in users if user.pk not in active]
+    if len(active) + len(new) > MAX_GROUP_MEMBERS:
+        raise ApplicationError(
+            "group_full", f"A group has at most {MAX_GROUP_MEMBERS} members.", field="handles"
+        )
+    _check_can_add(adder=actor, users=new)
+    following_actor = set(
+        Follow.objects.filter(followee=actor, follower__in=new).values_list(
+            "follower_id", flat=True
+        )
+    )
+    for user in new:
+        Membership.objects.update_or_create(
+            conversation=conversation,
+            user=user,
+            defaults={
+                "left_at": None,
+                "role": Membership.Role.MEMBER,
+                "joined_at": timezone.now(),
+                "state": Membership.State.ACCEPTED
+                if user.pk in following_actor
+                else Membership.State.REQUESTED,
+                "last_read_seq": conversation.last_seq,
+                "first_seq": conversation.last_seq + 1,
+            },
+        )
+    _publish_conversation_updated(conversation)
+
+
+@transaction.atomic
+def group_remove_member(*, actor: User, conversation: Conversation, user: User) -> None:
+    _require_group_admin(user=actor, conversation=conversation)
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    _publish_conversation_updated(conversation)  # before, so the removed member hears it
+    membership.left_at = timezone.now()
+    membership.save(update_fields=["left_at"])
+
+
+@transaction.atomic
+def conversation_leave(*, user: User, conversation: Conversation) -> None:
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    membership.left_at = timezone.now()
+    membership.save(update_fields=["left_at"])
+    if conversation.kind == Conversation.Kind.GROUP and membership.role == Membership.Role.ADMIN:
+        # A group never loses its last admin: the longest-standing member takes over.
+        remaining = Membership.objects.filter(conversation=conversation, left_at__isnull=True)
+        if not remaining.filter(role=Membership.Role.ADMIN).exists():
+            successor = remaining.order_by("joined_at").first()
+            if successor is not None:
+                successor.role = Membership.Role.ADMIN
+                successor.save(update_fields=["role"])
+    _publish_conversation_updated(conversation)
+
+
+@transaction.atomic
+def request_accept(*, user: User, conversation: Conversation) -> Membership:
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    if membership.state != Membership.State.ACCEPTED:
+        membership.state = Membership.State.ACCEPTED
+        membership.save(update_fields=["state"])
+        _publish_conversation_updated(conversation)
+    return membership
+
+
+@transaction.atomic
+def request_decline(*, user: User, conversation: Conversation) -> Membership:
+    """Hide the request. The sender is not told: their messages still go through."""
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    if membership.state == Membership.State.ACCEPTED:
+        raise ApplicationError("not_a_request", "This conversation is not a request.")
+    membership.state = Membership.State.DECLINED
+    membership.save(update_fields=["state"])
+    return membership
+
+
+@transaction.atomic
+def request_block(*, user: User, conversation: Conversation) -> Membership:
+    """Decline a request and block whoever started the conversation."""
+    membership = request_decline(user=user, conversation=conversation)
+    starter = conversation.created_by
+    if starter is not None and starter.pk != user.pk:
+        account_services.user_block(blocker=user, blocked=starter)
+    return membership
+
+
+@transaction.atomic
+def conversation_set_timer(
+    *, actor: User, conversation: Conversation, seconds: int | None
+) -> Conversation:
+    """Set the disappearing-messages timer for messages sent from now on."""
+    if seconds is not None and seconds not in DISAPPEARING_CHOICES:
+        raise ApplicationError(
+            "invalid_choice",
+            f"The timer is off or one of {', '.join(map(str, DISAPPEARING_CHOICES))} seconds.",
+            field="disappearing_seconds",
+        )
+    membership = _active_membership(user=actor, conversation=conversation)
+    if conversation.kind == Conversation.Kind.GROUP and membership.role != Membership.Role.ADMIN:
+        raise PermissionDenied("not_admin", "Only an admin of the group may set the timer.")
+    conversation.disappearing_seconds = seconds
+    conversation.save(update_fields=["disappearing_seconds"])
+    _publish_conversation_updated(conversation)
+    return conversation
+
+
+# --- Sending ---------------------------------------------------------------------------------
+
+
+def _check_sender_device(*, sender: User, device_id: uuid.UUID, token: ApiToken | None) -> Device:
+    if token is not None and token.device_id is not None and token.device_id != device_id:
+        raise PermissionDenied(
+            "wrong_device", "This token belongs to another device.", field="sender_device"
+        )
+    device = Device.objects.filter(pk=device_id, user=sender, revoked_at__isnull=True).first()
+    if device is None:
+        raise PermissionDenied(
+            "unknown_device", "That is not an active device of yours.", field="sender_device"
+        )
+    return device
+
+
+def _check_may_send(*, sender: User, conversation: Conversation, membership: Membership) -> None:
+    if membership.state != Membership.State.ACCEPTED:
+        raise PermissionDenied(
+            "request_not_accepted", "Accept the message request before replying."
+        )
+    if conversation.kind != Conversation.Kind.DIRECT:
+        return
+    peer_membership = (
+        Membership.objects.select_related("user")
+        .filter(conversation=conversation)
+        .exclude(user=sender)
+        .first()
+    )
+    if peer_membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    peer = peer_membership.user
+    if (
+        Block.objects.filter(blocker=peer, blocked=sender).exists()
+        or Block.objects.filter(blocker=sender, blocked=peer).exists()
+    ):
+        raise PermissionDenied("blocked", "You cannot message this account.")
+    if peer_membership.state != Membership.State.ACCEPTED:
+        # Until the peer accepts, their privacy settings decide.
+        decision = message_permission(sender=sender, recipient=peer)
+        if not decision.allowed:
+            raise PermissionDenied(decision.reason, _refusal_message(decision.reason))
+
+
+def _check_recipients(*, conversation: Conversation, envelope: Envelope) -> None:
+    """``keys`` must name exactly the active devices of all members, and
+    ``history_keys`` exactly the members who have a history key (409 otherwise)."""
+    member_ids = list(
+        Membership.objects.filter(conversation=conversation, left_at__isnull=True).values_list(
+            "user_id", flat=True
+        )
+    )
+    expected_devices = {
+        str(device_id)
+        for device_id in Device.objects.filter(
+            user_id__in=member_ids, revoked_at__isnull=True
+        ).values_list("id", flat=True)
+    }
+    expected_history = {
+        str(user_id)
+        for user_id in HistoryKey.objects.filter(
+            user_id__in=member_ids, valid_to__isnull=True
+        ).values_list("user_id", flat=True)
+    }
+    given_devices, given_history = set(envelope.keys), set(envelope.history_keys)
+    if given_devices != expected_devices or given_history != expected_history:
+        raise Conflict(
+            "recipients_changed",
+            "The devices of this conversation changed: fetch the key directory and encrypt again.",
+            field="keys",
+            extra={
+                "missing": sorted(expected_devices - given_devices),
+                "extra": sorted(given_devices - expected_devices),
+                "missing_history_keys": sorted(expected_history - given_history),
+                "extra_history_keys": sorted(given_history - expected_history),
+            },
+        )
+
+
+def franking_stamp(
+    *, franking_tag: bytes, conversation_id: uuid.UUID, sender_id: uuid.UUID,
+    message_id: uuid.UUID, server_ts: int,
+) -> bytes:  # fmt: skip
+    """HMAC-SHA256(FRANKING_SECRET, "parley/frank/v1\\n{tag}\\n{conv}\\n{sender}\\n{id}\\n{ts}")."""
+    data = signing_input(
+        "parley/frank/v1",
+        b64u_encode(franking_tag),
+        str(conversation_id),
+        str(sender_id),
+        str(message_id),
+        server_ts,
+    )
+    return hmac.new(settings.FRANKING_SECRET.encode(), data, hashlib.sha256).digest()
+
+
+def message_event(message: Message) -> dict[str, object]:
+    """The ``message.new`` event; each device gets its own wrap as ``key``."""
+    return {
+        "type": "message.new",
+        **message_fields(message),
+        "_per_device": {device_id: {"key": wrap} for device_id, wrap in message.keys.items()},
+    }
+
+
+def message_fields(message: Message) -> dict[str, object]:
+    """A message as every reader sees it, without any key."""
+    erased = message.deleted_at is not None
+    return {
+        "id": str(message.pk),
+        "conversation_id": str(message.conversation_id),
+        "seq": message.seq,
+        "sender_id": str(message.sender_id) if message.sender_id else None,
+        "sender_device": str(message.sender_device_id) if message.sender_device_id else None,
+        "client_id": str(message.client_id),
+        "nonce": None if erased else b64u_encode(bytes(message.nonce)),
+        "ciphertext": None if erased else b64u_encode(bytes(message.ciphertext)),
+        "franking_tag": b64u_encode(bytes(message.franking_tag)),
+        "franking_stamp": b64u_encode(bytes(message.franking_stamp)),
+        "server_ts": message.server_ts,
+        "expires_at": message.expires_at.isoformat() if message.expires_at else None,
+        "deleted": erased,
+    }
+
+
+@transaction.atomic
+def message_send(
+    *,
+    sender: User,
+    conversation_id: uuid.UUID,
+    envelope: Envelope,
+    token: ApiToken | None = None,
+) -> tuple[Message, bool]:
+    """Store one encrypted message and deliver it after commit. Returns (message, created).
+
+    A repeated ``client_id`` from the same device returns the stored message and
+    stores nothing. Locks the conversation row (``select_for_update``) to take the
+    next ``seq``, so seqs are gap-free and unique under concurrent senders.
+    """
+    device = _check_sender_device(sender=sender, device_id=envelope.sender_device_id, token=token)
+    existing = Message.objects.filter(sender_device=device, client_id=envelope.client_id).first()
+    if existing is not None:
+        if existing.conversation_id != conversation_id:
+            raise Conflict(
+                "client_id_reused", "That client_id was used for another message.",
+                field="client_id",
+            )  # fmt: skip
+        return existing, False
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    membership = _active_membership(user=sender, conversation=conversation)
+    _check_may_send(sender=sender, conversation=conversation, membership=membership)
+    _check_recipients(conversation=conversation, envelope=envelope)
+
+    now = timezone.now()
+    server_ts = int(now.timestamp() * 1000)
+    lifetime = envelope.expires_in or conversation.disappearing_seconds
+    if envelope.expires_in and conversation.disappearing_seconds:
+        lifetime = min(envelope.expires_in, conversation.disappearing_seconds)
+    message_id = uuid.uuid4()
+    message = Message(
+        id=message_id,
+        conversation=conversation,
+        seq=conversation.last_seq + 1,
+        sender=sender,
+        sender_device=device,
+        client_id=envelope.client_id,
+        nonce=envelope.nonce,
+        ciphertext=envelope.ciphertext,
+        franking_tag=envelope.franking_tag,
+        franking_stamp=franking_stamp(
+            franking_tag=envelope.franking_tag,
+            conversation_id=conversation.pk,
+            sender_id=sender.pk,
+            message_id=message_id,
+            server_ts=server_ts,
+        ),
+        keys=envelope.keys,
+        history_keys=envelope.history_keys,
+        server_ts=server_ts,
+        size=len(envelope.ciphertext),
+        expires_at=now + timedelta(seconds=lifetime) if lifetime else None,
+    )
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+    except IntegrityError:
+        # The same client_id from the same device committed meanwhile: an idempotent retry.
+        existing = Message.objects.filter(
+            sender_device=device, client_id=envelope.client_id
+        ).first()
+        if existing is None:
+            raise
+        return existing, False
+    conversation.last_seq = message.seq
+    conversation.last_message_at = now
+    conversation.save(update_fields=["last_seq", "last_message_at"])
+    # The sender has read what they sent.
+    Membership.objects.filter(pk=membership.pk).update(last_read_seq=message.seq)
+    recipients = Membership.objects.filter(conversation=conversation, left_at__isnull=True).exclude(
+        state=Membership.State.DECLINED
+    )
+    publish_on_commit(
+        user_ids=list(recipients.values_list("user_id", flat=True)), event=message_event(message)
+    )
+    return message, True
+
+
+# --- Deleting and expiring -------------------------------------------------------------------
+
+
+def _erase(messages: list[Message], *, now: datetime) -> None:
+    for message in messages:
+        message.nonce = b""
+        message.ciphertext = b""
+        message.keys = {}
+        message.history_keys = {}
+        message.deleted_at = now
+    Message.objects.bulk_update(
+        messages, ["nonce", "ciphertext", "keys", "history_keys", "deleted_at"]
+    )
+
+
+@transaction.atomic
+def message_delete_for_everyone(*, user: User, message_id: uuid.UUID) -> Message:
+    """Tombstone a message: its ciphertext and keys are erased for good. The sender
+    only, within 48 hours."""
+    message = (
+        Message.objects.select_for_update()
+        .filter(pk=message_id, conversation__memberships__user=user)
+        .filter(conversation__memberships__left_at__isnull=True)
+        .first()
+    )
+    if message is None:
+        raise NotFound("message_not_found", "No such message.", field="message_id")
+    if message.sender_id != user.pk:
+        raise PermissionDenied("not_sender", "Only the sender may delete a message for everyone.")
+    if message.deleted_at is not None:
+        return message
+    now = timezone.now()
+    if (
+        now.timestamp() * 1000 - message.server_ts
+        > DELETE_FOR_EVERYONE_WINDOW.total_seconds() * 1000
+    ):
+        raise PermissionDenied("too_late", "Messages can be deleted for everyone for 48 hours.")
+    _erase([message], now=now)
+    member_ids = Membership.objects.filter(
+        conversation_id=message.conversation_id, left_at__isnull=True
+    ).values_list("user_id", flat=True)
+    publish_on_commit(
+        user_ids=list(member_ids),
+        event={
+            "type": "message.deleted",
+            "conversation_id": str(message.conversation_id),
+            "id": str(message.pk),
+            "seq": message.seq,
+        },
+    )
+    return message
+
+
+@transaction.atomic
+def messages_erase_expired(*, batch_size: int = 500) -> int:
+    """Erase disappearing messages that are due. Idempotent; returns how many."""
+    due = list(
+        Message.objects.select_for_update(skip_locked=True)
+        .filter(expires_at__lte=timezone.now(), deleted_at__isnull=True)
+        .order_by("expires_at")[:batch_size]
+    )
+    _erase(due, now=timezone.now())
+    return len(due)
+
+
+# --- Receipts and typing ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def delivery_ack(*, device: Device, conversation_id: uuid.UUID, seq: int) -> int:
+    """The device has everything up to ``seq``: tell the senders of those messages."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    user = device.user
+    _active_membership(user=user, conversation=conversation)
+    seq = min(seq, conversation.last_seq)
+    cursor, _ = DeviceCursor.objects.select_for_update().get_or_create(
+        device=device, conversation=conversation
+    )
+    if seq <= cursor.delivered_seq:
+        return cursor.delivered_seq
+    senders = set(
+        Message.objects.filter(
+            conversation=conversation, seq__gt=cursor.delivered_seq, seq__lte=seq
+        )
+        .exclude(sender=user)
+        .values_list("sender_id", flat=True)
+    )
+    cursor.delivered_seq = seq
+    cursor.updated_at = timezone.now()
+    cursor.save(update_fields=["delivered_seq", "updated_at"])
+    senders.discard(None)
+    if senders:
+        publish_on_commit(
+            user_ids=list(senders),
+            event={
+                "type": "receipt.delivered",
+                "conversation_id": str(conversation.pk),
+                "user_id": str(user.pk),
+                "device_id": str(device.pk),
+                "seq": seq,
+            },
+        )
+    return seq
+
+
+@transaction.atomic
+def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
+    """The user read up to ``seq``. Their other devices always hear of it; the other
+    members only if the user sends read receipts."""
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("conversation")
+        .filter(conversation_id=conversation_id, user=user, left_at__isnull=True)
+        .first()
+    )
+    if membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    seq = min(seq, membership.conversation.last_seq)
+    if seq <= membership.last_read_seq:
+        return membership.last_read_seq
+    membership.last_read_seq = seq
+    membership.save(update_fields=["last_read_seq"])
+    event = {
+        "type": "receipt.read",
+        "conversation_id": str(conversation_id),
+        "user_id": str(user.pk),
+        "seq": seq,
+    }
+    publish_on_commit(user_ids=[user.pk], event=event)
+    if user.send_read_receipts:
+        others = Membership.objects.filter(
+            conversation_id=conversation_id, left_at__isnull=True
+        ).exclude(user=user)
+        publish_on_commit(user_ids=list(others.values_list("user_id", flat=True)), event=event)
+    return seq
+
+
+def typing_notify(*, user: User, conversation_id: uuid.UUID) -> None:
+    """Tell the other members that ``user`` is typing. Never stored; at most one
+    event every two seconds per user and conversation."""
+    membership = Membership.objects.filter(
+        conversation_id=conversation_id, user=user, left_at__isnull=True
+    ).first()
+    if membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    if not cache.add(f"typing:{user.pk}:{conversation_id}", 1, timeout=TYPING_INTERVAL_SECONDS):
+        raise RateLimited(
+            "rate_limited", "Typing events are limited.", retry_after=TYPING_INTERVAL_SECONDS
+        )
+    others = (
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
+        .exclude(user=user)
+        .exclude(state=Membership.State.DECLINED)
+    )
+    publish_now(
+        user_ids=list(others.values_list("user_id", flat=True)),
+        event={"type": "typing", "conversation_id": str(conversation_id), "user_id": str(user.pk)},
+    )
+
+
+# --- Attachments -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def attachment_upload(
+    *, user: User, conversation_id: uuid.UUID, upload: UploadedFile
+) -> Attachment:
+    """Store an encrypted blob for a conversation the user is in. Opaque bytes only."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    _active_membership(user=user, conversation=conversation)
+    size = upload.size or 0
+    if size > settings.ATTACHMENT_MAX_BYTES:
+        raise ApplicationError(
+            "file_too_large",
+            f"An attachment may be at most {settings.ATTACHMENT_MAX_BYTES // (1024 * 1024)} MiB.",
+            field="blob",
+        )
+    if size == 0:
+        raise ApplicationError("empty", "The blob is empty.", field="blob")
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    attachment_id = uuid.uuid4()
+    attachment = Attachment(
+        id=attachment_id,
+        conversation=conversation,
+        uploader=user,
+        size=size,
+        sha256=digest.hexdigest(),
+    )
+    # Named by id alone: the client's file name never reaches the server's disk.
+    attachment.blob.save(attachment_id.hex, ContentFile(upload.read()), save=False)
+    attachment.save(force_insert=True)
+    return attachment
+
+
+# --- Reports (PROTOCOL.md section 4) ---------------------------------------------------------
+
+
+@transaction.atomic
+def report_message(
+    *,
+    reporter: User,
+    message_id: uuid.UUID,
+    payload: bytes,
+    franking_key: bytes,
+    franking_stamp_claimed: bytes | None,
+    reason: str,
+    comment: str = "",
+) -> Report:
+    """Accept a report only with a valid franking proof: the payload with its key must
+    give the stored tag, and the stored stamp must be ours for that tag, message,
+    sender and time. Then the payload is verified content from that sender."""
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(pk=message_id, conversation__memberships__user=reporter)
+        .first()
+    )
+    if message is None:
+        raise NotFound("message_not_found", "No such message.", field="message_id")
+    if message.sender_id == reporter.pk:
+        raise ApplicationError("own_message", "You cannot report your own message.")
+    if reason not in Report.Reason.values:
+        raise ApplicationError("invalid_choice", "Unknown reason.", field="reason")
+    tag = blake2b(payload, key=franking_key, digest_size=32, encoder=RawEncoder)
+    stamp = franking_stamp(
+        franking_tag=bytes(message.franking_tag),
+        conversation_id=message.conversation_id,
+        sender_id=message.sender_id or uuid.UUID(int=0),
+        message_id=message.pk,
+        server_ts=message.server_ts,
+    )
+    if not hmac.compare_digest(tag, bytes(message.franking_tag)):
+        raise ApplicationError(
+            "invalid_franking_proof",
+            "The payload and key do not match what was sent.",
+            field="franking_key",
+        )
+    if not hmac.compare_digest(stamp, bytes(message.franking_stamp)) or (
+        franking_stamp_claimed is not None
+        and not hmac.compare_digest(stamp, franking_stamp_claimed)
+    ):
+        raise ApplicationError(
+            "invalid_franking_proof", "The franking stamp does not match.", field="franking_stamp"
+        )
+    try:
+        content = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApplicationError(
+            "invalid_payload", "The payload is not UTF-8.", field="payload"
+        ) from exc
+    report, created = Report.objects.get_or_create(
+        reporter=reporter,
+        message=message,
+        defaults={
+            "reported_user_id": message.sender_id,
+            "message_sent_at": message.server_ts,
+            "reason": reason,
+            "comment": comment.strip()[:1000],
+            "verified": True,
+            "content": content,
+        },
+    )
+    if not created:
+        raise Conflict("already_reported", "You already reported this message.", field="message_id")
+    return report
