@@ -537,7 +537,7 @@ def message_delete_for_everyone(*, user: User, message_id: uuid.UUID) -> Message
     """Tombstone a message: its ciphertext and keys are erased for good. The sender
     only, within 48 hours."""
     message = (
-        Message.objects.select_for_update()
+        Message.objects.select_for_update(of=("self",))
         .filter(pk=message_id, conversation__memberships__user=user)
         .filter(conversation__memberships__left_at__isnull=True)
         .first()

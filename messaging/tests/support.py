@@ -31,6 +31,7 @@ class Phone:
     device: Device
     box: PrivateKey
     token: ApiToken
+    key: str  # the bearer token, bound to this device
     api: APIClient
 
 
@@ -47,7 +48,7 @@ class Person:
         token.refresh_from_db()
         api = APIClient()
         api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-        phone = Phone(self.user, device, keys.box, token, api)
+        phone = Phone(self.user, device, keys.box, token, key, api)
         self.phones.append(phone)
         return phone
 
