@@ -6,122 +6,31 @@ PostgreSQL, Redis, a Celery worker process). Subprocesses get the test database
 through DATABASE_URL, so tests that talk to them use ``transactional_db``.
 """
 
-import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 
-ROOT = Path(__file__).resolve().parent
-SERVICES_MODE = bool(os.environ.get("REDIS_URL"))
+from common.testing import (
+    ROOT,
+    SERVICES_MODE,
+    LiveServer,
+    free_port,
+    stop_process,
+    subprocess_env,
+    wait_for_other_database_sessions_to_end,
+    wait_http,
+)
 
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
     """Lockout counters and throttles live in the cache: start every test clean."""
     cache.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_database_url() -> str:
-    """DATABASE_URL of the test database that pytest-django created."""
-    params = connection.settings_dict
-    if params["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{params['NAME']}"
-    user = params.get("USER") or ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{auth}{params.get('HOST') or '127.0.0.1'}{port}/{params['NAME']}"
-
-
-def subprocess_env() -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_ENV="test",
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=test_database_url(),
-        PYTHONUNBUFFERED="1",
-        # Lockouts and throttles are per process in the embedded default; the tests
-        # that check them run in-process, so live servers get generous limits.
-        THROTTLE_ANON="10000/min",
-        THROTTLE_USER="10000/min",
-        THROTTLE_AUTH="10000/min",
-        LOGIN_ADDRESS_FAILURES="10000",
-    )
-    return env
-
-
-@dataclass
-class LiveServer:
-    url: str
-    ws_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _wait_http(
-    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server did not start:\n{log_path.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait_for_other_database_sessions_to_end(timeout: float = 10) -> None:
-    """A stopped subprocess's PostgreSQL session lingers for a moment; dropping the test
-    database while it does fails, so wait for it."""
-    if connection.vendor != "postgresql":
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -142,14 +51,14 @@ def start_daphne(
             )  # fmt: skip
         server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", process, log_path)
         started.append(server)
-        _wait_http(server.url, process, log_path)
+        wait_http(server.url, process, log_path)
         return server
 
     yield start
     for server in started:
-        _stop(server.process)
+        stop_process(server.process)
     with django_db_blocker.unblock():
-        _wait_for_other_database_sessions_to_end()
+        wait_for_other_database_sessions_to_end()
 
 
 @pytest.fixture(scope="session")
@@ -182,9 +91,9 @@ def celery_worker_process(
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()}")
     yield process
-    _stop(process)
+    stop_process(process)
     with django_db_blocker.unblock():
-        _wait_for_other_database_sessions_to_end()
+        wait_for_other_database_sessions_to_end()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -194,18 +103,6 @@ def _celery_worker_for_services(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("celery_worker_process")
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting: {message}")
-
-
 @pytest.fixture
 def services_mode() -> bool:
     return SERVICES_MODE
-
-
-__all__ = ["SERVICES_MODE", "LiveServer", "settings", "wait_until"]

@@ -7,7 +7,7 @@ from django.core import mail
 from accounts.models import SecurityEvent
 from accounts.tasks import send_security_event_email
 from accounts.tests.factories import give_identity, make_device, make_user
-from conftest import SERVICES_MODE, wait_until
+from common.testing import SERVICES_MODE, wait_until
 
 
 @pytest.mark.django_db(transaction=True)

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 
 from accounts.tests.factories import PASSWORD, DeviceKeys
 from common.encoding import b64u_encode
-from conftest import SERVICES_MODE, LiveServer
+from common.testing import SERVICES_MODE, LiveServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
