@@ -482,7 +482,8 @@ def new_recovery_key() -> bytes:
     return nacl.utils.random(KEY_BYTES)
 
 
-def _recovery_check(key: bytes) -> bytes:
+def recovery_check(key: bytes) -> bytes:
+    """The 3 check bytes of a recovery code: the first bytes of BLAKE2b-256(key)."""
     return nacl.hash.blake2b(key, digest_size=32, encoder=RawEncoder)[:RECOVERY_CHECK_BYTES]
 
 
@@ -494,7 +495,7 @@ def format_recovery_code(key: bytes) -> str:
     characters in 14 groups of 4 joined by ``-``.
     """
     data = _as_bytes(key, KEY_BYTES, "recovery key")
-    number = int.from_bytes(data + _recovery_check(data), "big")
+    number = int.from_bytes(data + recovery_check(data), "big")
     chars = [
         CROCKFORD_ALPHABET[(number >> (5 * i)) & 31] for i in reversed(range(RECOVERY_CODE_CHARS))
     ]
@@ -526,7 +527,7 @@ def parse_recovery_code(code: str) -> bytes:
         number = (number << 5) | index
     data = number.to_bytes(KEY_BYTES + RECOVERY_CHECK_BYTES, "big")
     key, check = data[:KEY_BYTES], data[KEY_BYTES:]
-    if not _equal(check, _recovery_check(key)):
+    if not _equal(check, recovery_check(key)):
         raise RecoveryCodeError("this recovery code has a typo")
     return key
 
@@ -850,14 +851,14 @@ def encrypt_message(
     sender_device_id: Id,
     client_id: Id | None,
     sender_box_secret: bytes,
-    recipients: Mapping[Id, BytesOrB64u],
-    history_recipients: Mapping[Id, BytesOrB64u] | None = None,
+    recipients: Mapping[str, BytesOrB64u],
+    history_recipients: Mapping[str, BytesOrB64u] | None = None,
     *,
     expires_in: int | None = None,
     key: bytes | None = None,
     nonce: bytes | None = None,
     franking_key: bytes | None = None,
-    wrap_nonces: Mapping[Id, bytes] | None = None,
+    wrap_nonces: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Encrypt a message (PROTOCOL.md section 3) into the envelope sent to the server.
 
@@ -969,8 +970,9 @@ def decrypt_message(
     ``conversation_id`` is the conversation the caller fetched it from.
 
     With a wrap for ``my_device_id``, ``K`` is opened with ``my_box_secret`` from
-    ``sender_box_pub`` (the box key in the sender device's verified certificate).
-    Without one, ``K`` is opened from the history wrap with ``hk_secret``.
+    ``sender_box_pub`` (the box key in the sender device's verified certificate);
+    if that wrap fails the message fails (no fallback). Without one, ``K`` is opened
+    from the history wrap with ``hk_secret``.
     """
     try:
         return _decrypt_message(
@@ -1205,7 +1207,7 @@ def box_to_device(
 
 
 def box_to_devices(
-    plaintext: bytes, recipients: Mapping[Id, BytesOrB64u], my_box_secret: bytes
+    plaintext: bytes, recipients: Mapping[str, BytesOrB64u], my_box_secret: bytes
 ) -> dict[str, str]:
     """The same plaintext boxed separately to each device: ``{device_id: b64u}``."""
     return {
