@@ -92,6 +92,7 @@ class MessageSerializer(serializers.BaseSerializer):
 class MessageSchemaSerializer(serializers.Serializer):
     """The fields of MessageSerializer, for the OpenAPI schema."""
 
+    v = serializers.IntegerField(help_text="Protocol version of the envelope: 1.")
     id = serializers.UUIDField()
     conversation_id = serializers.UUIDField()
     seq = serializers.IntegerField()

@@ -405,11 +405,17 @@ def franking_stamp(
 
 
 def message_event(message: Message) -> dict[str, object]:
-    """The ``message.new`` event; each device gets its own wrap as ``key``."""
+    """The ``message.new`` event; each device gets its own wrap as ``key``. The sending
+    device has no entry, so it gets nothing (it had ``message.sent``)."""
+    sender_device = str(message.sender_device_id)
     return {
         "type": "message.new",
         **message_fields(message),
-        "_per_device": {device_id: {"key": wrap} for device_id, wrap in message.keys.items()},
+        "_per_device": {
+            device_id: {"key": wrap}
+            for device_id, wrap in message.keys.items()
+            if device_id != sender_device
+        },
     }
 
 
@@ -417,6 +423,7 @@ def message_fields(message: Message) -> dict[str, object]:
     """A message as every reader sees it, without any key."""
     erased = message.deleted_at is not None
     return {
+        "v": 1,
         "id": str(message.pk),
         "conversation_id": str(message.conversation_id),
         "seq": message.seq,

@@ -1,0 +1,112 @@
+"""A small command line on the reference client.
+
+    python -m parley_client signup alice alice@example.com
+    python -m parley_client init                  # keys; prints the recovery code once
+    python -m parley_client send @bob "hi"
+    python -m parley_client listen
+
+Passwords come from PARLEY_PASSWORD or a prompt; recovery codes from a prompt.
+State (keys, pins, cursor) lives in --state, ~/.parley/state.json by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from parley_client.client import ApiError, IdentityKeyChanged, ParleyClient, Received
+
+
+def _password(prompt: str = "Password: ") -> str:
+    return os.environ.get("PARLEY_PASSWORD") or getpass.getpass(prompt)
+
+
+def _show(received: Received) -> str:
+    sender = received.message.get("sender_id", "?")
+    if not received.verified:
+        return f"[{sender}] (could not be verified: {received.error})"
+    return f"[{sender}] {received.text}"
+
+
+async def _listen(client: ParleyClient) -> None:
+    for received in client.sync():
+        print(_show(received), flush=True)
+    socket = await client.connect()
+    print("listening; Ctrl-C to stop", file=sys.stderr)
+    try:
+        while True:
+            try:
+                print(_show(await socket.next_message(within=3600)), flush=True)
+            except TimeoutError:
+                continue
+    finally:
+        await socket.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley_client", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--server", default=os.environ.get("PARLEY_SERVER", "http://127.0.0.1:8000")
+    )
+    parser.add_argument("--state", type=Path, default=Path.home() / ".parley" / "state.json")
+    commands = parser.add_subparsers(dest="command", required=True)
+    signup = commands.add_parser("signup", help="make an account")
+    signup.add_argument("handle")
+    signup.add_argument("email")
+    login = commands.add_parser("login", help="sign in on this device")
+    login.add_argument("login")
+    init = commands.add_parser("init", help="first device: make keys, show the recovery code")
+    init.add_argument("--name", default="reference client")
+    restore = commands.add_parser("restore", help="new device: restore keys from the backup")
+    restore.add_argument("--name", default="reference client")
+    send = commands.add_parser("send", help="send a text message")
+    send.add_argument("handle")
+    send.add_argument("text")
+    commands.add_parser("sync", help="print messages since the last sync")
+    commands.add_parser("listen", help="print messages as they arrive")
+    safety = commands.add_parser("safety", help="show the safety number with someone")
+    safety.add_argument("handle")
+    args = parser.parse_args(argv)
+
+    client = ParleyClient(args.server, state_file=args.state)
+    try:
+        if args.command == "signup":
+            client.sign_up(args.handle, args.email, _password())
+        elif args.command == "login":
+            client.log_in(args.login, _password())
+        elif args.command == "init":
+            code = client.set_up_keys(args.name)
+            print("Your recovery key. Write it down; it is shown only this once:")
+            print(code)
+        elif args.command == "restore":
+            client.restore(recovery_code=getpass.getpass("Recovery key: "), device_name=args.name)
+        elif args.command == "send":
+            conversation_id = client.open_direct(args.handle)
+            sent = client.send_text(conversation_id, args.text)
+            print(f"sent #{sent['seq']}")
+        elif args.command == "sync":
+            for received in client.sync():
+                print(_show(received))
+        elif args.command == "listen":
+            asyncio.run(_listen(client))
+        elif args.command == "safety":
+            print(client.safety_number(args.handle))
+    except ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except IdentityKeyChanged as error:
+        print(f"error: {error}; compare safety numbers before sending", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

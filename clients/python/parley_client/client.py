@@ -1,0 +1,602 @@
+"""The Parley reference client: a user's device, speaking PROTOCOL.md to a server.
+
+It trusts the server with nothing but delivery: every certificate in the key
+directory is verified under the peer's pinned identity key (trust on first use), and
+every received message is opened and its franking tag checked locally. A message
+that fails any check is returned with ``verified=False``, never as content.
+
+HTTP calls are synchronous (httpx); the live socket is asyncio (websockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from parley_client import crypto
+
+MAX_SEND_ATTEMPTS = 3
+
+
+class ApiError(Exception):
+    """The server refused a request: ``{"error": {"code", "message", "field", ...}}``."""
+
+    def __init__(self, status: int, error: Mapping[str, Any]) -> None:
+        super().__init__(f"{status} {error.get('code')}: {error.get('message')}")
+        self.status = status
+        self.code = str(error.get("code"))
+        self.field = error.get("field")
+        self.error = dict(error)
+
+
+class IdentityKeyChanged(Exception):
+    """A peer's identity key differs from the pinned one (their safety number changed)."""
+
+    def __init__(self, user_id: str, verified_before: bool) -> None:
+        super().__init__(f"the identity key of {user_id} changed")
+        self.user_id = user_id
+        self.verified_before = verified_before
+
+
+@dataclass
+class Pin:
+    aik_pub: str
+    verified: bool = False  # the user compared safety numbers
+    changed: bool = False  # the key changed since it was first seen: show it
+
+
+@dataclass
+class VerifiedDirectory:
+    """A user's keys after every certificate checked out under their pinned AIK."""
+
+    user_id: str
+    handle: str
+    aik_pub: str
+    devices: dict[str, str]  # device id -> box public key (b64u)
+    history_key: str | None  # hk_pub (b64u), if certified
+    rejected_devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Received:
+    """A message as this device sees it."""
+
+    message: dict[str, Any]
+    verified: bool
+    payload: dict[str, Any] | None
+    payload_bytes: bytes | None = None
+    franking_key: bytes | None = None
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.message["id"])
+
+    @property
+    def text(self) -> str | None:
+        return None if self.payload is None else self.payload.get("body")
+
+
+@dataclass
+class State:
+    """What a device keeps. Saved to a JSON file (0600) when the client has one."""
+
+    server: str
+    user_id: str | None = None
+    handle: str | None = None
+    token: str | None = None
+    aik_seed: str | None = None
+    hk_secret: str | None = None
+    device: dict[str, Any] | None = None  # device_id, sign_seed, box_secret, created_at
+    pins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sync_cursor: str | None = None
+
+
+class ParleyClient:
+    def __init__(self, server: str, *, state_file: Path | None = None) -> None:
+        self.state_file = state_file
+        if state_file is not None and state_file.exists():
+            self.state = State(**json.loads(state_file.read_text()))
+        else:
+            self.state = State(server=server.rstrip("/"))
+        self._http = httpx.Client(base_url=f"{self.state.server}/api/v1", timeout=30)
+        self._directories: dict[str, VerifiedDirectory] = {}
+        # Every device box key ever verified, so messages from since-revoked devices of a
+        # peer can still be checked against a key we once verified.
+        self._known_devices: dict[str, str] = {}
+
+    # --- State ---------------------------------------------------------------------------
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state.__dict__, indent=2))
+        os.chmod(temporary, 0o600)
+        temporary.replace(self.state_file)
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def user_id(self) -> str:
+        if self.state.user_id is None:
+            raise RuntimeError("sign up or log in first")
+        return self.state.user_id
+
+    @property
+    def device(self) -> crypto.DeviceKeys:
+        if self.state.device is None:
+            raise RuntimeError("set up keys or restore a backup first")
+        d = self.state.device
+        return crypto.DeviceKeys(
+            device_id=d["device_id"],
+            sign_seed=crypto.b64u_decode(d["sign_seed"]),
+            box_secret=crypto.b64u_decode(d["box_secret"]),
+            created_at=d["created_at"],
+        )
+
+    @property
+    def device_id(self) -> str:
+        return str(self.device.device_id)
+
+    def _aik(self) -> crypto.IdentityKey:
+        if self.state.aik_seed is None:
+            raise RuntimeError("this device does not hold the identity key")
+        return crypto.IdentityKey(crypto.b64u_decode(self.state.aik_seed))
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", {})
+        if self.state.token:
+            headers["Authorization"] = f"Bearer {self.state.token}"
+        response = self._http.request(method, path, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": "http_error", "message": response.text[:200]}
+            raise ApiError(response.status_code, error)
+        if response.status_code == 204 or not response.content:
+            return None
+        if response.headers.get("content-type", "").startswith("application/octet-stream"):
+            return response.content
+        return response.json()
+
+    # --- Account -------------------------------------------------------------------------
+
+    def sign_up(self, handle: str, email: str, password: str, token_name: str = "") -> None:
+        result = self.request(
+            "POST", "/auth/signup",
+            json={"handle": handle, "email": email, "password": password, "token_name": token_name},
+        )  # fmt: skip
+        self._signed_in(result)
+
+    def log_in(self, login: str, password: str, token_name: str = "") -> None:
+        result = self.request(
+            "POST", "/auth/login",
+            json={"login": login, "password": password, "token_name": token_name},
+        )  # fmt: skip
+        self._signed_in(result)
+
+    def _signed_in(self, result: Mapping[str, Any]) -> None:
+        self.state.user_id = result["user"]["id"]
+        self.state.handle = result["user"]["handle"]
+        self.state.token = result["token"]["key"]
+        self.save()
+
+    def set_up_keys(self, device_name: str = "") -> str:
+        """First device of an account: make the identity and history keys, back them up
+        under a new recovery key, certify this device. Returns the recovery code, which
+        the user must write down: it is shown once."""
+        aik, hk = crypto.IdentityKey.generate(), crypto.HistoryKey.generate()
+        self.request("PUT", "/keys/identity", json={"aik_pub": crypto.b64u_encode(aik.public)})
+        self.state.aik_seed = crypto.b64u_encode(aik.seed)
+        self.state.hk_secret = crypto.b64u_encode(hk.secret)
+        self._publish_history_key(aik, hk)
+        recovery_key = crypto.new_recovery_key()
+        self.request(
+            "PUT", "/keys/backup",
+            json=crypto.make_backup(aik.seed, hk.secret, self.user_id, recovery_key),
+        )  # fmt: skip
+        self._register_this_device(aik, device_name)
+        return crypto.format_recovery_code(recovery_key)
+
+    def back_up_with_passphrase(self, passphrase: str) -> None:
+        """Replace the backup with one under a long passphrase (Argon2id)."""
+        secret, kdf = crypto.passphrase_backup_kdf(passphrase)
+        aik, hk_secret = self._aik(), self._hk_secret()
+        blob = crypto.make_backup(aik.seed, hk_secret, self.user_id, secret, kdf)
+        self.request("PUT", "/keys/backup", json=blob)
+
+    def restore(
+        self,
+        *,
+        recovery_code: str | None = None,
+        passphrase: str | None = None,
+        device_name: str = "",
+    ) -> None:
+        """A new device: open the backup, gain the identity and history keys, certify
+        itself. It can then read history sent to the history key."""
+        blob = self.request("GET", "/keys/backup")
+        if recovery_code is not None:
+            aik_seed, hk_secret = crypto.restore_backup_with_recovery_code(
+                blob, self.user_id, recovery_code
+            )
+        elif passphrase is not None:
+            aik_seed, hk_secret = crypto.restore_backup_with_passphrase(
+                blob, self.user_id, passphrase
+            )
+        else:
+            raise ValueError("give a recovery code or a passphrase")
+        aik = crypto.IdentityKey(aik_seed)
+        mine = self._fetch_directory_unverified(self.user_id)
+        if mine["aik_pub"] != crypto.b64u_encode(aik.public):
+            raise crypto.BackupRestoreError(
+                "the backup holds another identity key than the account"
+            )
+        self.state.aik_seed = crypto.b64u_encode(aik_seed)
+        self.state.hk_secret = crypto.b64u_encode(hk_secret)
+        self._register_this_device(aik, device_name)
+
+    def _publish_history_key(self, aik: crypto.IdentityKey, hk: crypto.HistoryKey) -> None:
+        certificate = crypto.history_key_certificate(aik, self.user_id, hk.public)
+        self.request(
+            "PUT", "/keys/history",
+            json={"hk_pub": crypto.b64u_encode(hk.public),
+                  "certificate": crypto.b64u_encode(certificate)},
+        )  # fmt: skip
+
+    def _register_this_device(self, aik: crypto.IdentityKey, name: str) -> None:
+        device = crypto.DeviceKeys.generate()
+        certificate = device.certificate(aik, self.user_id)
+        self.request(
+            "POST", "/devices",
+            json={
+                "device_id": str(device.device_id),
+                "name": name,
+                "sign_pub": crypto.b64u_encode(device.sign_public),
+                "box_pub": crypto.b64u_encode(device.box_public),
+                "created_at": device.created_at,
+                "certificate": crypto.b64u_encode(certificate),
+            },
+        )  # fmt: skip
+        self.state.device = {
+            "device_id": str(device.device_id),
+            "sign_seed": crypto.b64u_encode(device.sign_seed),
+            "box_secret": crypto.b64u_encode(device.box_secret),
+            "created_at": device.created_at,
+        }
+        # Our own identity key is pinned and verified by construction.
+        self.state.pins[self.user_id] = Pin(crypto.b64u_encode(aik.public), verified=True).__dict__
+        self.save()
+
+    def _hk_secret(self) -> bytes:
+        if self.state.hk_secret is None:
+            raise RuntimeError("this device does not hold the history key")
+        return crypto.b64u_decode(self.state.hk_secret)
+
+    # --- Key directory and trust ---------------------------------------------------------
+
+    def _fetch_directory_unverified(self, user_ref: str) -> dict[str, Any]:
+        try:
+            user_id = str(uuid.UUID(user_ref))
+            result: dict[str, Any] = self.request("GET", f"/keys/{user_id}")
+        except ValueError:
+            result = self.request("GET", f"/users/{user_ref.removeprefix('@')}/keys")
+        return result
+
+    def directory(self, user_ref: str, *, accept_change: bool = False) -> VerifiedDirectory:
+        """Fetch a user's keys and verify them all under their pinned identity key.
+
+        The first identity key seen is pinned. A different one later raises
+        IdentityKeyChanged for a user marked verified (sending needs the user's
+        confirmation: ``accept_change=True``); for others the new key is pinned and
+        flagged ``changed`` so the interface shows "safety number changed".
+        """
+        raw = self._fetch_directory_unverified(user_ref)
+        user_id, aik_pub = raw["user_id"], raw["aik_pub"]
+        if aik_pub is None:
+            raise ApiError(409, {"code": "no_keys", "message": f"{raw['handle']} has no keys yet"})
+        pin = self.state.pins.get(user_id)
+        if pin is None:
+            self.state.pins[user_id] = Pin(aik_pub).__dict__
+        elif pin["aik_pub"] != aik_pub:
+            if pin["verified"] and not accept_change:
+                raise IdentityKeyChanged(user_id, verified_before=True)
+            self.state.pins[user_id] = Pin(aik_pub, verified=False, changed=True).__dict__
+        self.save()
+        devices: dict[str, str] = {}
+        rejected: list[str] = []
+        for device in raw["devices"]:
+            ok = crypto.verify_device_certificate(
+                aik_pub, user_id, device["device_id"], device["sign_pub"], device["box_pub"],
+                device["created_at"], device["certificate"],
+            )  # fmt: skip
+            if ok:
+                devices[device["device_id"]] = device["box_pub"]
+            else:
+                rejected.append(device["device_id"])
+        history_key = None
+        if raw.get("history_key") and crypto.verify_history_key_certificate(
+            aik_pub, user_id, raw["history_key"]["hk_pub"], raw["history_key"]["certificate"]
+        ):
+            history_key = raw["history_key"]["hk_pub"]
+        directory = VerifiedDirectory(
+            user_id, raw["handle"], aik_pub, devices, history_key, rejected
+        )
+        self._directories[user_id] = directory
+        self._known_devices.update(devices)
+        return directory
+
+    def safety_number(self, user_ref: str) -> str:
+        """The 60 digits to compare with the peer, in 12 groups of 5."""
+        theirs = self.directory(user_ref)
+        mine = self.directory(self.user_id)
+        return crypto.format_safety_number(
+            crypto.pair_safety_number(
+                crypto.safety_number(mine.aik_pub, mine.user_id),
+                crypto.safety_number(theirs.aik_pub, theirs.user_id),
+            )
+        )
+
+    def mark_verified(self, user_ref: str) -> None:
+        directory = self.directory(user_ref)
+        self.state.pins[directory.user_id] = Pin(directory.aik_pub, verified=True).__dict__
+        self.save()
+
+    def pin(self, user_id: str) -> Pin | None:
+        data = self.state.pins.get(user_id)
+        return Pin(**data) if data else None
+
+    # --- Conversations -------------------------------------------------------------------
+
+    def open_direct(self, handle: str) -> str:
+        result = self.request(
+            "POST", "/conversations", json={"kind": "direct", "handle": handle.removeprefix("@")}
+        )
+        return str(result["id"])
+
+    def create_group(self, name: str, handles: list[str]) -> str:
+        result = self.request(
+            "POST", "/conversations",
+            json={"kind": "group", "name": name, "handles": [h.removeprefix("@") for h in handles]},
+        )  # fmt: skip
+        return str(result["id"])
+
+    def accept(self, conversation_id: str) -> None:
+        self.request("POST", f"/conversations/{conversation_id}/accept")
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/conversations/{conversation_id}")
+        return result
+
+    def inbox(self, *, requests: bool = False) -> list[dict[str, Any]]:
+        params = {"requests": "1"} if requests else {}
+        return list(self.request("GET", "/conversations", params=params)["results"])
+
+    # --- Sending -------------------------------------------------------------------------
+
+    def send(
+        self,
+        conversation_id: str,
+        payload: Mapping[str, Any],
+        *,
+        expires_in: int | None = None,
+        accept_changes: bool = False,
+    ) -> dict[str, Any]:
+        """Encrypt to every verified device of every member and send. On 409 (devices
+        changed) fetch the directories again and re-encrypt, a few times at most. The
+        same client_id is kept across retries, so a retry never makes a second copy."""
+        client_id = str(uuid.uuid4())
+        last_error: ApiError | None = None
+        for _ in range(MAX_SEND_ATTEMPTS):
+            recipients, history = self._recipients(conversation_id, accept_changes=accept_changes)
+            envelope = crypto.encrypt_message(
+                payload, conversation_id, self.device_id, client_id,
+                self.device.box_secret, recipients, history, expires_in=expires_in,
+            )  # fmt: skip
+            try:
+                result: dict[str, Any] = self.request(
+                    "POST", f"/conversations/{conversation_id}/messages", json=envelope
+                )
+                return result
+            except ApiError as error:
+                if error.status != 409 or error.code != "recipients_changed":
+                    raise
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    def send_text(
+        self,
+        conversation_id: str,
+        body: str,
+        *,
+        reply_to: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        return self.send(
+            conversation_id,
+            {"type": "text", "body": body, "sent_at": int(time.time()), "reply_to": reply_to,
+             "attachments": attachments or []},
+        )  # fmt: skip
+
+    def _recipients(
+        self, conversation_id: str, *, accept_changes: bool
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        members = [m["user"]["id"] for m in self.conversation(conversation_id)["members"]]
+        devices: dict[str, str] = {}
+        history: dict[str, str] = {}
+        for user_id in members:
+            directory = self.directory(user_id, accept_change=accept_changes)
+            devices.update(directory.devices)
+            if directory.history_key:
+                history[user_id] = directory.history_key
+        return devices, history
+
+    # --- Receiving -----------------------------------------------------------------------
+
+    def open(self, message: Mapping[str, Any]) -> Received:
+        """Open one message. Never raises: a failed check gives ``verified=False``."""
+        message = dict(message)
+        if message.get("deleted"):
+            return Received(message, False, None, error="deleted")
+        sender_box = self._sender_box_key(message.get("sender_id"), message.get("sender_device"))
+        result = crypto.decrypt_message(
+            message, message["conversation_id"],
+            my_device_id=self.device_id, my_box_secret=self.device.box_secret,
+            sender_box_pub=sender_box, my_user_id=self.user_id,
+            hk_secret=crypto.b64u_decode(self.state.hk_secret) if self.state.hk_secret else None,
+        )  # fmt: skip
+        if result.verified and sender_box is None and not result.via_history:
+            return Received(message, False, None, error="unknown sender device")
+        return Received(
+            message, result.verified, result.payload if result.verified else None,
+            result.payload_bytes if result.verified else None,
+            result.franking_key if result.verified else None, result.error,
+        )  # fmt: skip
+
+    def _sender_box_key(self, sender_id: Any, sender_device: Any) -> str | None:
+        if not sender_id or not sender_device:
+            return None
+        if sender_device not in self._known_devices:
+            try:
+                self.directory(str(sender_id))
+            except (ApiError, IdentityKeyChanged):
+                return None
+        return self._known_devices.get(str(sender_device))
+
+    def history(
+        self, conversation_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[Received]:
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        page = self.request("GET", f"/conversations/{conversation_id}/messages", params=params)
+        return [self.open(message) for message in page["results"]]
+
+    def sync(self) -> list[Received]:
+        """Everything since the last sync, across conversations, oldest first per
+        conversation. Remembers the cursor."""
+        received: list[Received] = []
+        while True:
+            page = self.request(
+                "POST", "/sync", json={"cursor": self.state.sync_cursor, "limit": 500}
+            )
+            received.extend(self.open(message) for message in page["messages"])
+            self.state.sync_cursor = page["cursor"]
+            if not page["has_more"]:
+                break
+        self.save()
+        return received
+
+    def ack(self, conversation_id: str, seq: int) -> None:
+        self.request("POST", f"/conversations/{conversation_id}/delivered", json={"seq": seq})
+
+    def mark_read(self, conversation_id: str, seq: int) -> None:
+        self.request("POST", f"/conversations/{conversation_id}/read", json={"seq": seq})
+
+    def delete_for_everyone(self, message: Received) -> None:
+        self.request(
+            "DELETE", f"/conversations/{message.message['conversation_id']}/messages/{message.id}"
+        )
+
+    # --- Reports -------------------------------------------------------------------------
+
+    def report(self, message: Received, reason: str, comment: str = "") -> dict[str, Any]:
+        """Report a message with its franking proof: the server can check the payload
+        really is what its sender sent, and moderators see only that."""
+        if not message.verified or message.payload_bytes is None or message.franking_key is None:
+            raise ValueError("only a verified message can be reported with a proof")
+        result: dict[str, Any] = self.request(
+            "POST", "/reports",
+            json={
+                "message_id": message.id,
+                "payload": crypto.b64u_encode(message.payload_bytes),
+                "franking_key": crypto.b64u_encode(message.franking_key),
+                "franking_stamp": message.message["franking_stamp"],
+                "reason": reason,
+                "comment": comment,
+            },
+        )  # fmt: skip
+        return result
+
+    # --- Attachments ---------------------------------------------------------------------
+
+    def upload_attachment(
+        self, conversation_id: str, data: bytes, *, mime: str, name: str
+    ) -> dict[str, Any]:
+        """Encrypt and upload a file; returns the attachment entry for a payload."""
+        ciphertext, meta = crypto.encrypt_attachment(data, mime=mime, name=name)
+        uploaded = self.request(
+            "POST", f"/conversations/{conversation_id}/attachments",
+            files={"blob": ("blob", ciphertext, "application/octet-stream")},
+        )  # fmt: skip
+        return {"blob_id": uploaded["blob_id"], **meta}
+
+    def download_attachment(self, meta: Mapping[str, Any]) -> bytes:
+        ciphertext = self.request("GET", f"/attachments/{meta['blob_id']}")
+        return crypto.decrypt_attachment(ciphertext, meta)
+
+    # --- The live socket -----------------------------------------------------------------
+
+    async def connect(self) -> LiveSocket:
+        ws_url = self.state.server.replace("http", "ws", 1) + f"/ws/?device={self.device_id}"
+        socket = await websockets.connect(
+            ws_url, additional_headers={"Authorization": f"Bearer {self.state.token}"},
+            open_timeout=10, max_size=2**20,
+        )  # fmt: skip
+        live = LiveSocket(self, socket)
+        hello = await live.next_frame()
+        if hello.get("type") != "hello":
+            await socket.close()
+            raise ApiError(401, hello.get("error") or {"code": hello.get("reason", "refused")})
+        return live
+
+
+class LiveSocket:
+    """The device's socket. ``next_event`` returns decoded frames; ``message.new``
+    frames come back as (frame, Received)."""
+
+    def __init__(self, client: ParleyClient, socket: Any) -> None:
+        self.client = client
+        self.socket = socket
+
+    async def next_frame(self, within: float = 10) -> dict[str, Any]:
+        """The next frame, waiting at most ``within`` seconds."""
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.socket.recv(), within))
+        return frame
+
+    async def next_message(self, within: float = 10) -> Received:
+        """The next message.new, opened; acknowledges its delivery."""
+
+        async def wait() -> Received:
+            while True:
+                frame = await self.next_frame(within)
+                if frame.get("type") == "message.new":
+                    received = await asyncio.to_thread(self.client.open, frame)
+                    await self.send({"type": "message.ack",
+                                     "conversation_id": frame["conversation_id"],
+                                     "seq": frame["seq"]})  # fmt: skip
+                    return received
+
+        return await asyncio.wait_for(wait(), within)
+
+    async def send(self, frame: Mapping[str, Any]) -> None:
+        await self.socket.send(json.dumps(frame))
+
+    async def close(self) -> None:
+        await self.socket.close()
