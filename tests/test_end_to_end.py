@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from django.db import connection
 from parley_client import crypto
 from parley_client.client import ApiError, ParleyClient
