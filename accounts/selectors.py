@@ -212,10 +212,21 @@ def devices_of_user(*, user: User) -> QuerySet[Device]:
 
 def contact_ids(*, user: User) -> set[uuid.UUID]:
     """Who should hear of a change to the user's keys: people they follow or who follow
-    them. (Conversation members join this set once messaging exists.)"""
+    them, and everyone they share a conversation with."""
+    from messaging.models import Membership  # messaging builds on accounts, not the reverse
+
     following = Follow.objects.filter(follower=user).values_list("followee_id", flat=True)
     followers = Follow.objects.filter(followee=user).values_list("follower_id", flat=True)
-    return set(following) | set(followers)
+    shared = (
+        Membership.objects.filter(
+            conversation__memberships__user=user,
+            conversation__memberships__left_at__isnull=True,
+            left_at__isnull=True,
+        )
+        .exclude(user=user)
+        .values_list("user_id", flat=True)
+    )
+    return set(following) | set(followers) | set(shared)
 
 
 def device_get_active(*, user: User, device_id: uuid.UUID) -> Device | None:

@@ -83,7 +83,7 @@ class MessageSerializer(serializers.BaseSerializer):
 
     def to_representation(self, message: Message) -> dict[str, Any]:
         fields = message_fields(message)
-        erased = message.deleted_at is not None
+        erased = bool(fields["deleted"])
         fields["key"] = None if erased else getattr(message, "device_key", None)
         fields["history_key"] = None if erased else getattr(message, "history_key", None)
         return fields

@@ -420,8 +420,11 @@ def message_event(message: Message) -> dict[str, object]:
 
 
 def message_fields(message: Message) -> dict[str, object]:
-    """A message as every reader sees it, without any key."""
-    erased = message.deleted_at is not None
+    """A message as every reader sees it, without any key. A message past its expiry
+    reads as erased even before the periodic sweep has erased it."""
+    erased = message.deleted_at is not None or (
+        message.expires_at is not None and message.expires_at <= timezone.now()
+    )
     return {
         "v": 1,
         "id": str(message.pk),

@@ -211,3 +211,29 @@ def test_identity_key_change_is_flagged_and_blocks_sending_to_a_verified_user(
         alice.send_text(conversation_id, "are you still you?")
     pin: Any = alice.pin(bob.user_id)
     assert pin.verified is True, "nothing changed until Alice confirms"
+
+
+def test_command_line_signup_send_and_sync(daphne_server: LiveServer, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from common.testing import ROOT
+
+    def cli(state: str, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "parley_client", "--server", daphne_server.url,
+             "--state", str(tmp_path / state), *args],
+            cwd=ROOT / "clients" / "python", capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PARLEY_PASSWORD": PASSWORD},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    cli("alice.json", "signup", "alice6", "alice6@example.com")
+    assert "recovery key" in cli("alice.json", "init").lower()
+    cli("bob.json", "signup", "bob6", "bob6@example.com")
+    cli("bob.json", "init")
+    assert "sent #1" in cli("alice.json", "send", "@bob6", "hello from the command line")
+    assert "hello from the command line" in cli("bob.json", "sync")
+    assert len(cli("alice.json", "safety", "@bob6").split()) == 12

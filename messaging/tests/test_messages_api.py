@@ -382,6 +382,10 @@ def test_disappearing_timer_sets_expiry_and_the_sweep_erases(pair) -> None:
     assert message.expires_at is not None
     assert messages_erase_expired() == 0, "not due yet"
     Message.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    # Due but not yet swept: it is already served as erased.
+    page = bob.phones[0].api.get(f"/api/v1/conversations/{conversation_id}/messages").json()
+    assert page["results"][0]["deleted"] is True
+    assert page["results"][0]["ciphertext"] is None and page["results"][0]["key"] is None
     assert messages_erase_expired() == 1
     message.refresh_from_db()
     assert bytes(message.ciphertext) == b"" and message.keys == {}
