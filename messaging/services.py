@@ -68,12 +68,24 @@ def _follows(follower: User, followee: User) -> bool:
     return Follow.objects.filter(follower=follower, followee=followee).exists()
 
 
+def _member_ids(
+    conversation_id: uuid.UUID,
+    *,
+    excluding: User | None = None,
+    skip_declined: bool = False,
+) -> list[uuid.UUID]:
+    """Ids of the active members, for publishing events to."""
+    members = Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
+    if excluding is not None:
+        members = members.exclude(user=excluding)
+    if skip_declined:
+        members = members.exclude(state=Membership.State.DECLINED)
+    return list(members.values_list("user_id", flat=True))
+
+
 def _publish_conversation_updated(conversation: Conversation) -> None:
-    member_ids = Membership.objects.filter(
-        conversation=conversation, left_at__isnull=True
-    ).values_list("user_id", flat=True)
     publish_on_commit(
-        user_ids=list(member_ids),
+        user_ids=_member_ids(conversation.pk),
         event={"type": "conversation.updated", "conversation_id": str(conversation.pk)},
     )
 
@@ -518,11 +530,8 @@ def message_send(
     conversation.save(update_fields=["last_seq", "last_message_at"])
     # The sender has read what they sent.
     Membership.objects.filter(pk=membership.pk).update(last_read_seq=message.seq)
-    recipients = Membership.objects.filter(conversation=conversation, left_at__isnull=True).exclude(
-        state=Membership.State.DECLINED
-    )
     publish_on_commit(
-        user_ids=list(recipients.values_list("user_id", flat=True)), event=message_event(message)
+        user_ids=_member_ids(conversation.pk, skip_declined=True), event=message_event(message)
     )
     return message, True
 
@@ -565,11 +574,8 @@ def message_delete_for_everyone(*, user: User, message_id: uuid.UUID) -> Message
     ):
         raise PermissionDenied("too_late", "Messages can be deleted for everyone for 48 hours.")
     _erase([message], now=now)
-    member_ids = Membership.objects.filter(
-        conversation_id=message.conversation_id, left_at__isnull=True
-    ).values_list("user_id", flat=True)
     publish_on_commit(
-        user_ids=list(member_ids),
+        user_ids=_member_ids(message.conversation_id),
         event={
             "type": "message.deleted",
             "conversation_id": str(message.conversation_id),
@@ -659,10 +665,7 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
     }
     publish_on_commit(user_ids=[user.pk], event=event)
     if user.send_read_receipts:
-        others = Membership.objects.filter(
-            conversation_id=conversation_id, left_at__isnull=True
-        ).exclude(user=user)
-        publish_on_commit(user_ids=list(others.values_list("user_id", flat=True)), event=event)
+        publish_on_commit(user_ids=_member_ids(conversation_id, excluding=user), event=event)
     return seq
 
 
@@ -678,13 +681,8 @@ def typing_notify(*, user: User, conversation_id: uuid.UUID) -> None:
         raise RateLimited(
             "rate_limited", "Typing events are limited.", retry_after=TYPING_INTERVAL_SECONDS
         )
-    others = (
-        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
-        .exclude(user=user)
-        .exclude(state=Membership.State.DECLINED)
-    )
     publish_now(
-        user_ids=list(others.values_list("user_id", flat=True)),
+        user_ids=_member_ids(conversation_id, excluding=user, skip_declined=True),
         event={"type": "typing", "conversation_id": str(conversation_id), "user_id": str(user.pk)},
     )
 
