@@ -389,3 +389,37 @@ def test_disappearing_timer_sets_expiry_and_the_sweep_erases(pair) -> None:
     assert messages_erase_expired() == 1
     message.refresh_from_db()
     assert bytes(message.ciphertext) == b"" and message.keys == {}
+
+
+def test_attachment_limits_and_membership(pair, settings, tmp_path) -> None:
+    import io
+
+    from messaging.models import Attachment
+
+    settings.MEDIA_ROOT = tmp_path
+    settings.ATTACHMENT_MAX_BYTES = 1000
+    alice, bob, conversation_id = pair
+    url = f"/api/v1/conversations/{conversation_id}/attachments"
+
+    def upload(phone, data: bytes):
+        blob = io.BytesIO(data)
+        blob.name = "secret-name.jpg"
+        return phone.api.post(url, {"blob": blob}, format="multipart")
+
+    too_big = upload(alice.phones[0], b"x" * 1001)
+    assert too_big.status_code == 400 and too_big.json()["error"]["code"] == "file_too_large"
+    assert upload(alice.phones[0], b"").status_code == 400
+    outsider = person("outsider")
+    assert upload(outsider.phones[0], b"x" * 10).status_code == 404
+    assert not Attachment.objects.exists()
+    ok = upload(alice.phones[0], b"\x01" * 1000)
+    assert ok.status_code == 201
+    stored = Attachment.objects.get()
+    assert "secret-name" not in stored.blob.name, "the client's file name never reaches disk"
+    download = bob.phones[0].api.get(f"/api/v1/attachments/{ok.json()['blob_id']}")
+    assert download.status_code == 200
+    assert download["Content-Type"] == "application/octet-stream"
+    assert b"".join(download.streaming_content) == b"\x01" * 1000
+    assert (
+        outsider.phones[0].api.get(f"/api/v1/attachments/{ok.json()['blob_id']}").status_code == 404
+    )
