@@ -4,6 +4,7 @@ call one service or selector, render. See docs/messages.md."""
 import uuid
 from typing import Any
 
+from django.db.models import F
 from django.http import FileResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -142,16 +143,13 @@ class ConversationDetailApi(BaseApi):
         conversation = selectors.conversation_get_for_member(
             user=user, conversation_id=conversation_id
         )
-        if "name" in data.validated_data:
-            services.group_rename(
-                actor=user, conversation=conversation, name=data.validated_data["name"]
-            )
-        if "disappearing_seconds" in data.validated_data:
-            services.conversation_set_timer(
-                actor=user,
-                conversation=conversation,
-                seconds=data.validated_data["disappearing_seconds"],
-            )
+        services.conversation_update(
+            actor=user,
+            conversation=conversation,
+            name=data.validated_data.get("name"),
+            disappearing_seconds=data.validated_data.get("disappearing_seconds"),
+            set_timer="disappearing_seconds" in data.validated_data,
+        )
         conversation = selectors.conversation_get_for_member(
             user=user, conversation_id=conversation_id
         )
@@ -193,7 +191,8 @@ class MemberRemoveApi(BaseApi):
         conversation = selectors.conversation_get_for_member(
             user=user, conversation_id=conversation_id
         )
-        member = account_selectors.user_get_visible(viewer=user, handle=handle)
+        # Among the members, even one who blocked the admin (and so is hidden elsewhere).
+        member = selectors.member_by_handle(conversation=conversation, handle=handle)
         services.group_remove_member(actor=user, conversation=conversation, user=member)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -271,7 +270,9 @@ class MessageDeleteApi(BaseApi):
     def delete(
         self, request: Request, conversation_id: uuid.UUID, message_id: uuid.UUID
     ) -> Response:
-        services.message_delete_for_everyone(user=current_user(request), message_id=message_id)
+        services.message_delete_for_everyone(
+            user=current_user(request), conversation_id=conversation_id, message_id=message_id
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -384,10 +385,12 @@ class AttachmentDownloadApi(BaseApi):
     )
     def get(self, request: Request, attachment_id: uuid.UUID) -> HttpResponseBase:
         user = current_user(request)
+        # Members only, and only blobs uploaded since they joined.
         attachment = Attachment.objects.filter(
             pk=attachment_id,
             conversation__memberships__user=user,
             conversation__memberships__left_at__isnull=True,
+            conversation__memberships__joined_at__lte=F("created_at"),
         ).first()
         if attachment is None:
             raise NotFound("attachment_not_found", "No such attachment.", field="attachment_id")

@@ -65,6 +65,12 @@ class Membership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=6, choices=Role.choices, default=Role.MEMBER)
+    # Who put this user in the conversation (the starter of a direct one, the admin who
+    # added them to a group): blocking "from the request" blocks this person.
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )  # fmt: skip
     state = models.CharField(max_length=9, choices=State.choices, default=State.ACCEPTED)
     joined_at = models.DateTimeField(default=timezone.now)
     left_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import (
     Count,
+    F,
     IntegerField,
     OuterRef,
     Prefetch,
@@ -50,6 +51,20 @@ def membership_get(*, user: User, conversation_id: uuid.UUID) -> Membership:
     return membership
 
 
+def member_by_handle(*, conversation: Conversation, handle: str) -> User:
+    membership = (
+        Membership.objects.select_related("user")
+        .filter(
+            conversation=conversation, user__handle__iexact=handle.removeprefix("@"),
+            left_at__isnull=True,
+        )
+        .first()
+    )  # fmt: skip
+    if membership is None:
+        raise NotFound("member_not_found", "No such member.", field="handle")
+    return membership.user
+
+
 def _members_prefetch() -> Prefetch[Any]:
     return Prefetch(
         "memberships",
@@ -66,7 +81,10 @@ def inbox(*, user: User, requests: bool = False) -> QuerySet[Conversation]:
     conversations with their annotations, one for the members."""
     states = [Membership.State.REQUESTED] if requests else [Membership.State.ACCEPTED]
     mine = Membership.objects.filter(conversation=OuterRef("pk"), user=user)
-    last = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq")
+    # Only what the user may see: nothing from before they joined.
+    last = Message.objects.filter(
+        conversation=OuterRef("pk"), seq__gte=OuterRef("my_first_seq")
+    ).order_by("-seq")
     unread = (
         Message.objects.filter(
             conversation=OuterRef("pk"),
@@ -86,16 +104,18 @@ def inbox(*, user: User, requests: bool = False) -> QuerySet[Conversation]:
             memberships__state__in=states,
         )
         .annotate(
+            my_first_seq=Subquery(mine.values("first_seq")[:1]),
             my_last_read_seq=Subquery(mine.values("last_read_seq")[:1]),
             my_state=Subquery(mine.values("state")[:1]),
             my_role=Subquery(mine.values("role")[:1]),
             last_message_id=Subquery(last.values("id")[:1]),
+            last_message_seq=Subquery(last.values("seq")[:1]),
             last_sender_id=Subquery(last.values("sender_id")[:1]),
             last_server_ts=Subquery(last.values("server_ts")[:1]),
             unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
         )
         .prefetch_related(_members_prefetch())
-        .order_by("-last_message_at", "-created_at")
+        .order_by(F("last_message_at").desc(nulls_last=True), "-created_at", "-id")
     )
 
 
@@ -148,7 +168,7 @@ def _decode_cursor(cursor: str | None) -> dict[str, int]:
         ):
             raise ValueError("bad cursor")
         return {str(uuid.UUID(key)): value for key, value in positions.items()}
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ApplicationError(
             "invalid_cursor", "That sync cursor is not ours.", field="cursor"
         ) from exc
@@ -199,4 +219,7 @@ def sync(*, user: User, device: Device, cursor: str | None, limit: int) -> SyncP
         # Conversations with nothing new still get a position, so the next sync is cheap.
         for conversation_id, last_seq, _ in memberships:
             positions.setdefault(str(conversation_id), last_seq)
+    # Only conversations the user is still in: the cursor does not grow forever.
+    current = {str(conversation_id) for conversation_id, _, _ in memberships}
+    positions = {key: value for key, value in positions.items() if key in current}
     return SyncPage(rows, _encode_cursor(positions), has_more)

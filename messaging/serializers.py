@@ -111,9 +111,11 @@ class MessageSchemaSerializer(serializers.Serializer):
 
 
 class MemberSerializer(serializers.Serializer):
+    """A member as the others see them. Their request state (accepted, pending,
+    declined) is theirs alone: a sender is never told of a decline."""
+
     user = UserLiteSerializer()
     role = serializers.CharField()
-    state = serializers.CharField()
 
 
 class ConversationSerializer(serializers.Serializer):
@@ -121,8 +123,6 @@ class ConversationSerializer(serializers.Serializer):
     kind = serializers.CharField()
     name = serializers.CharField()
     created_at = serializers.DateTimeField()
-    last_seq = serializers.IntegerField()
-    last_message_at = serializers.DateTimeField(allow_null=True)
     disappearing_seconds = serializers.IntegerField(allow_null=True)
     members = serializers.SerializerMethodField()
 
@@ -144,7 +144,7 @@ class InboxEntrySerializer(ConversationSerializer):
         sender = getattr(conversation, "last_sender_id", None)
         return {
             "id": str(message_id),
-            "seq": conversation.last_seq,
+            "seq": getattr(conversation, "last_message_seq", None),
             "sender_id": str(sender) if sender else None,
             "server_ts": getattr(conversation, "last_server_ts", None),
         }

@@ -99,7 +99,6 @@ def conversation_get_or_create_direct(*, user: User, other: User) -> tuple[Conve
     """
     existing = Conversation.objects.filter(direct_key=_direct_key(user, other)).first()
     if existing is not None:
-        Membership.objects.filter(conversation=existing, user=user).update(left_at=None)
         return existing, False
     decision = message_permission(sender=user, recipient=other)
     if not decision.allowed:
@@ -115,8 +114,8 @@ def conversation_get_or_create_direct(*, user: User, other: User) -> tuple[Conve
     Membership.objects.create(
         conversation=conversation,
         user=other,
+        added_by=user,
         state=Membership.State.ACCEPTED if _follows(other, user) else Membership.State.REQUESTED,
-        last_read_seq=0,
     )
     _publish_conversation_updated(conversation)
     return conversation, True
@@ -166,6 +165,7 @@ def conversation_create_group(*, creator: User, name: str, members: list[User]) 
         Membership(
             conversation=conversation,
             user=user,
+            added_by=creator,
             state=Membership.State.ACCEPTED
             if user.pk in following_creator
             else Membership.State.REQUESTED,
@@ -233,6 +233,7 @@ def group_add_members(*, actor: User, conversation: Conversation, users: list[Us
             user=user,
             defaults={
                 "left_at": None,
+                "added_by": actor,
                 "role": Membership.Role.MEMBER,
                 "joined_at": timezone.now(),
                 "state": Membership.State.ACCEPTED
@@ -247,7 +248,13 @@ def group_add_members(*, actor: User, conversation: Conversation, users: list[Us
 
 @transaction.atomic
 def group_remove_member(*, actor: User, conversation: Conversation, user: User) -> None:
+    """Remove a member (admins). Locks the conversation, as sending does, so no
+    message is sent to the member while they are being removed."""
+    if user.pk == actor.pk:
+        conversation_leave(user=actor, conversation=conversation)
+        return
     _require_group_admin(user=actor, conversation=conversation)
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
     membership = _active_membership(user=user, conversation=conversation, lock=True)
     _publish_conversation_updated(conversation)  # before, so the removed member hears it
     membership.left_at = timezone.now()
@@ -256,6 +263,13 @@ def group_remove_member(*, actor: User, conversation: Conversation, user: User) 
 
 @transaction.atomic
 def conversation_leave(*, user: User, conversation: Conversation) -> None:
+    """Leave a group. A direct conversation is not left (block or mute instead): its
+    two members are fixed, and leaving would silently drop the other's messages."""
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise ApplicationError(
+            "not_a_group", "A direct conversation cannot be left; block or mute instead."
+        )
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
     membership = _active_membership(user=user, conversation=conversation, lock=True)
     membership.left_at = timezone.now()
     membership.save(update_fields=["left_at"])
@@ -293,12 +307,29 @@ def request_decline(*, user: User, conversation: Conversation) -> Membership:
 
 @transaction.atomic
 def request_block(*, user: User, conversation: Conversation) -> Membership:
-    """Decline a request and block whoever started the conversation."""
+    """Decline a request and block whoever put the user in the conversation."""
     membership = request_decline(user=user, conversation=conversation)
-    starter = conversation.created_by
-    if starter is not None and starter.pk != user.pk:
-        account_services.user_block(blocker=user, blocked=starter)
+    adder = membership.added_by
+    if adder is not None and adder.pk != user.pk:
+        account_services.user_block(blocker=user, blocked=adder)
     return membership
+
+
+@transaction.atomic
+def conversation_update(
+    *,
+    actor: User,
+    conversation: Conversation,
+    name: str | None = None,
+    disappearing_seconds: int | None = None,
+    set_timer: bool = False,
+) -> Conversation:
+    """Rename and/or set the timer, all or nothing."""
+    if name is not None:
+        group_rename(actor=actor, conversation=conversation, name=name)
+    if set_timer:
+        conversation_set_timer(actor=actor, conversation=conversation, seconds=disappearing_seconds)
+    return conversation
 
 
 @transaction.atomic
@@ -524,6 +555,11 @@ def message_send(
         ).first()
         if existing is None:
             raise
+        if existing.conversation_id != conversation.pk:
+            raise Conflict(
+                "client_id_reused", "That client_id was used for another message.",
+                field="client_id",
+            ) from None  # fmt: skip
         return existing, False
     conversation.last_seq = message.seq
     conversation.last_message_at = now
@@ -552,13 +588,19 @@ def _erase(messages: list[Message], *, now: datetime) -> None:
 
 
 @transaction.atomic
-def message_delete_for_everyone(*, user: User, message_id: uuid.UUID) -> Message:
+def message_delete_for_everyone(
+    *, user: User, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> Message:
     """Tombstone a message: its ciphertext and keys are erased for good. The sender
     only, within 48 hours."""
     message = (
         Message.objects.select_for_update(of=("self",))
-        .filter(pk=message_id, conversation__memberships__user=user)
-        .filter(conversation__memberships__left_at__isnull=True)
+        .filter(
+            pk=message_id,
+            conversation_id=conversation_id,
+            conversation__memberships__user=user,
+            conversation__memberships__left_at__isnull=True,
+        )
         .first()
     )
     if message is None:
@@ -603,12 +645,17 @@ def messages_erase_expired(*, batch_size: int = 500) -> int:
 
 @transaction.atomic
 def delivery_ack(*, device: Device, conversation_id: uuid.UUID, seq: int) -> int:
-    """The device has everything up to ``seq``: tell the senders of those messages."""
+    """The device has everything up to ``seq``: tell the senders of those messages.
+
+    Only a member who accepted the conversation sends receipts: a pending request and
+    a declined one look the same to the sender (no "delivered"), so a decline is never
+    told.
+    """
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
     user = device.user
-    _active_membership(user=user, conversation=conversation)
+    membership = _active_membership(user=user, conversation=conversation)
     seq = min(seq, conversation.last_seq)
     cursor, _ = DeviceCursor.objects.select_for_update().get_or_create(
         device=device, conversation=conversation
@@ -617,7 +664,9 @@ def delivery_ack(*, device: Device, conversation_id: uuid.UUID, seq: int) -> int
         return cursor.delivered_seq
     senders = set(
         Message.objects.filter(
-            conversation=conversation, seq__gt=cursor.delivered_seq, seq__lte=seq
+            conversation=conversation,
+            seq__gt=max(cursor.delivered_seq, membership.first_seq - 1),
+            seq__lte=seq,
         )
         .exclude(sender=user)
         .values_list("sender_id", flat=True)
@@ -626,7 +675,7 @@ def delivery_ack(*, device: Device, conversation_id: uuid.UUID, seq: int) -> int
     cursor.updated_at = timezone.now()
     cursor.save(update_fields=["delivered_seq", "updated_at"])
     senders.discard(None)
-    if senders:
+    if senders and membership.state == Membership.State.ACCEPTED:
         publish_on_commit(
             user_ids=list(senders),
             event={
@@ -644,8 +693,10 @@ def delivery_ack(*, device: Device, conversation_id: uuid.UUID, seq: int) -> int
 def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
     """The user read up to ``seq``. Their other devices always hear of it; the other
     members only if the user sends read receipts."""
+    # Lock the membership alone: message_send locks the conversation and then the
+    # membership, so taking both here in the other order could deadlock.
     membership = (
-        Membership.objects.select_for_update()
+        Membership.objects.select_for_update(of=("self",))
         .select_related("conversation")
         .filter(conversation_id=conversation_id, user=user, left_at__isnull=True)
         .first()
@@ -664,7 +715,7 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
         "seq": seq,
     }
     publish_on_commit(user_ids=[user.pk], event=event)
-    if user.send_read_receipts:
+    if user.send_read_receipts and membership.state == Membership.State.ACCEPTED:
         publish_on_commit(user_ids=_member_ids(conversation_id, excluding=user), event=event)
     return seq
 
@@ -672,11 +723,11 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
 def typing_notify(*, user: User, conversation_id: uuid.UUID) -> None:
     """Tell the other members that ``user`` is typing. Never stored; at most one
     event every two seconds per user and conversation."""
-    membership = Membership.objects.filter(
-        conversation_id=conversation_id, user=user, left_at__isnull=True
-    ).first()
-    if membership is None:
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    membership = _active_membership(user=user, conversation=conversation)
+    _check_may_send(sender=user, conversation=conversation, membership=membership)
     if not cache.add(f"typing:{user.pk}:{conversation_id}", 1, timeout=TYPING_INTERVAL_SECONDS):
         raise RateLimited(
             "rate_limited", "Typing events are limited.", retry_after=TYPING_INTERVAL_SECONDS
@@ -698,7 +749,8 @@ def attachment_upload(
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
-    _active_membership(user=user, conversation=conversation)
+    membership = _active_membership(user=user, conversation=conversation)
+    _check_may_send(sender=user, conversation=conversation, membership=membership)
     size = upload.size or 0
     if size > settings.ATTACHMENT_MAX_BYTES:
         raise ApplicationError(

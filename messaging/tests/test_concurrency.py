@@ -55,3 +55,36 @@ def test_twenty_concurrent_senders_get_seqs_one_to_n() -> None:
     stored = list(Message.objects.filter(conversation=conversation).values_list("seq", flat=True))
     assert sorted(stored) == list(range(1, SENDERS + 1))
     assert Conversation.objects.get(pk=conversation.pk).last_seq == SENDERS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sending_while_other_devices_mark_read_does_not_deadlock() -> None:
+    """message_send locks the conversation then the sender's membership; read_mark must
+    not take them in the other order (PostgreSQL would report a deadlock)."""
+    alice, bob = person("alice_dl"), person("bob_dl")
+    conversation, _ = services.conversation_get_or_create_direct(user=alice.user, other=bob.user)
+    services.request_accept(user=bob.user, conversation=conversation)
+    envelopes = []
+    for _ in range(10):
+        body, _ = envelope(
+            sender=alice.phones[0], conversation_id=conversation.pk, recipients=[alice, bob]
+        )
+        parsed = EnvelopeSerializer(data=body)
+        assert parsed.is_valid()
+        envelopes.append(parsed.to_envelope())
+
+    def work(index: int) -> None:
+        try:
+            if index % 2:
+                services.message_send(
+                    sender=alice.user, conversation_id=conversation.pk,
+                    envelope=envelopes[index // 2],
+                )  # fmt: skip
+            else:
+                services.read_mark(user=alice.user, conversation_id=conversation.pk, seq=index)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, range(20)))  # re-raises any error, a deadlock included
+    assert Message.objects.filter(conversation=conversation).count() == 10

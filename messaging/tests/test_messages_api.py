@@ -415,7 +415,7 @@ def test_attachment_limits_and_membership(pair, settings, tmp_path) -> None:
     ok = upload(alice.phones[0], b"\x01" * 1000)
     assert ok.status_code == 201
     stored = Attachment.objects.get()
-    assert "secret-name" not in stored.blob.name, "the client's file name never reaches disk"
+    assert "secret-name" not in str(stored.blob.name), "the client file name never reaches disk"
     download = bob.phones[0].api.get(f"/api/v1/attachments/{ok.json()['blob_id']}")
     assert download.status_code == 200
     assert download["Content-Type"] == "application/octet-stream"
