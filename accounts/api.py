@@ -5,8 +5,6 @@ import uuid
 from typing import Any
 
 from django.contrib.auth import logout, update_session_auth_hash
-from django.db import transaction
-from django.db.models import QuerySet
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,7 +12,6 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.authentication import request_token
@@ -22,6 +19,7 @@ from accounts.models import ApiToken, KeyBackup, SecurityEvent, User
 from accounts.serializers import (
     AuthResultSerializer,
     DeviceSerializer,
+    HistoryKeySerializer,
     KeyBackupSerializer,
     KeyDirectorySerializer,
     MeSerializer,
@@ -30,27 +28,15 @@ from accounts.serializers import (
     TokenSerializer,
     UserLiteSerializer,
 )
-from common.api import BaseApi, current_user
+from common.api import BaseApi, current_user, paginated_response
 from common.errors import NotFound
 from common.fields import B64uField
 from common.net import client_address
-from common.pagination import Pagination
 
 SENSITIVE = method_decorator(
     sensitive_post_parameters("password", "old_password", "new_password", "phone_number"),
     name="dispatch",
 )
-
-
-def _paginated(
-    view: APIView,
-    request: Request,
-    queryset: QuerySet[Any],
-    serializer: type[serializers.Serializer],
-) -> Response:
-    paginator = Pagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
 def _auth_result(user: User, token: ApiToken, key: str) -> dict[str, Any]:
@@ -166,7 +152,7 @@ class TokenListApi(BaseApi):
     @extend_schema(responses={200: TokenSerializer(many=True)}, tags=["auth"])
     def get(self, request: Request) -> Response:
         tokens = ApiToken.objects.filter(user=current_user(request), revoked_at__isnull=True)
-        return _paginated(self, request, tokens, TokenSerializer)
+        return paginated_response(self, request, tokens, TokenSerializer)
 
 
 class TokenRevokeApi(BaseApi):
@@ -205,16 +191,7 @@ class MeApi(BaseApi):
     def patch(self, request: Request) -> Response:
         data = self.MeInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        values = data.validated_data
-        user = current_user(request)
-        profile_fields = {"display_name", "bio", "email", "phone_number"}
-        with transaction.atomic():
-            services.user_update_profile(
-                user=user, **{k: v for k, v in values.items() if k in profile_fields}
-            )
-            services.user_update_privacy(
-                user=user, **{k: v for k, v in values.items() if k not in profile_fields}
-            )
+        user = services.user_update_settings(user=current_user(request), **data.validated_data)
         return Response(MeSerializer(user).data)
 
 
@@ -244,7 +221,7 @@ class AvatarApi(BaseApi):
 class BlockListApi(BaseApi):
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
-        return _paginated(
+        return paginated_response(
             self, request, selectors.blocked_list(user=current_user(request)), UserLiteSerializer
         )
 
@@ -253,7 +230,7 @@ class SecurityEventListApi(BaseApi):
     @extend_schema(responses={200: SecurityEventSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
         events = SecurityEvent.objects.filter(user=current_user(request))
-        return _paginated(self, request, events, SecurityEventSerializer)
+        return paginated_response(self, request, events, SecurityEventSerializer)
 
 
 # --- Users: profiles, search, the social graph -----------------------------------------------
@@ -271,7 +248,7 @@ class UserSearchApi(BaseApi):
         users = selectors.user_search(
             viewer=current_user(request), query=request.query_params.get("q", "")
         )
-        return _paginated(self, request, users, UserLiteSerializer)
+        return paginated_response(self, request, users, UserLiteSerializer)
 
 
 class ProfileApi(BaseApi):
@@ -330,7 +307,7 @@ class MuteApi(BaseApi):
 class FollowersApi(BaseApi):
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
     def get(self, request: Request, handle: str) -> Response:
-        return _paginated(
+        return paginated_response(
             self,
             request,
             selectors.followers_list(user=_target(request, handle)),
@@ -341,7 +318,7 @@ class FollowersApi(BaseApi):
 class FollowingApi(BaseApi):
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
     def get(self, request: Request, handle: str) -> Response:
-        return _paginated(
+        return paginated_response(
             self,
             request,
             selectors.following_list(user=_target(request, handle)),
@@ -409,7 +386,7 @@ class HistoryKeyApi(BaseApi):
         certificate = B64uField(length=64)
 
     @extend_schema(
-        request=HistoryKeyInputSerializer, responses={200: HistoryKeyInputSerializer}, tags=["keys"]
+        request=HistoryKeyInputSerializer, responses={200: HistoryKeySerializer}, tags=["keys"]
     )
     def put(self, request: Request) -> Response:
         data = self.HistoryKeyInputSerializer(data=request.data)
@@ -419,12 +396,7 @@ class HistoryKeyApi(BaseApi):
             public_key=data.validated_data["hk_pub"],
             certificate=data.validated_data["certificate"],
         )
-        return Response(
-            {
-                "hk_pub": B64uField().to_representation(key.public_key),
-                "certificate": B64uField().to_representation(key.certificate),
-            }
-        )
+        return Response(HistoryKeySerializer(key).data)
 
 
 class KeyBackupApi(BaseApi):
@@ -467,7 +439,7 @@ class DeviceListApi(BaseApi):
 
     @extend_schema(responses={200: DeviceSerializer(many=True)}, tags=["devices"])
     def get(self, request: Request) -> Response:
-        return _paginated(
+        return paginated_response(
             self, request, selectors.devices_of_user(user=current_user(request)), DeviceSerializer
         )
 

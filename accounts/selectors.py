@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.functions import Lower
 
 from accounts.models import (
     HANDLE_RE,
@@ -42,26 +43,37 @@ class Decision:
     reason: str  # a stable code: "ok", "blocked", "policy_nobody", ...
 
 
-def relationship_get(*, viewer: User, target: User) -> Relationship:
-    if viewer.pk == target.pk:
-        return Relationship(False, False, False, False, False)
+def relationships_with(*, viewer: User, targets: list[User]) -> dict[uuid.UUID, Relationship]:
+    """The viewer's relationship with each target, in three queries however many."""
+    ids = [target.pk for target in targets if target.pk != viewer.pk]
     follows = set(
         Follow.objects.filter(
-            Q(follower=viewer, followee=target) | Q(follower=target, followee=viewer)
-        ).values_list("follower_id", flat=True)
+            Q(follower=viewer, followee__in=ids) | Q(follower__in=ids, followee=viewer)
+        ).values_list("follower_id", "followee_id")
     )
     blocks = set(
         Block.objects.filter(
-            Q(blocker=viewer, blocked=target) | Q(blocker=target, blocked=viewer)
-        ).values_list("blocker_id", flat=True)
+            Q(blocker=viewer, blocked__in=ids) | Q(blocker__in=ids, blocked=viewer)
+        ).values_list("blocker_id", "blocked_id")
     )
-    return Relationship(
-        following=viewer.pk in follows,
-        followed_by=target.pk in follows,
-        blocking=viewer.pk in blocks,
-        blocked_by=target.pk in blocks,
-        muting=Mute.objects.filter(muter=viewer, muted=target).exists(),
-    )
+    muted = set(Mute.objects.filter(muter=viewer, muted__in=ids).values_list("muted_id", flat=True))
+    nothing = Relationship(False, False, False, False, False)
+    return {
+        target.pk: nothing
+        if target.pk == viewer.pk
+        else Relationship(
+            following=(viewer.pk, target.pk) in follows,
+            followed_by=(target.pk, viewer.pk) in follows,
+            blocking=(viewer.pk, target.pk) in blocks,
+            blocked_by=(target.pk, viewer.pk) in blocks,
+            muting=target.pk in muted,
+        )
+        for target in targets
+    }
+
+
+def relationship_get(*, viewer: User, target: User) -> Relationship:
+    return relationships_with(viewer=viewer, targets=[target])[target.pk]
 
 
 def message_permission(
@@ -134,6 +146,24 @@ def user_get_visible(*, viewer: User, handle: str) -> User:
     ):
         raise NotFound("user_not_found", "No such user.", field="handle")
     return user
+
+
+def users_visible_by_handles(*, viewer: User, handles: list[str]) -> list[User]:
+    """The users with these handles (any case, @ optional), in one query; 404 naming the
+    first handle that does not exist or is hidden from the viewer."""
+    wanted = {handle.strip().removeprefix("@").lower(): handle for handle in handles}
+    for key, handle in wanted.items():
+        if not HANDLE_RE.fullmatch(key):
+            raise NotFound("user_not_found", f"No user @{handle}.", field="handles")
+    found = {
+        user.handle.lower(): user
+        for user in _visible_users(viewer=viewer).annotate(handle_lower=Lower("handle"))
+        .filter(handle_lower__in=wanted)
+    }  # fmt: skip
+    for key, handle in wanted.items():
+        if key not in found:
+            raise NotFound("user_not_found", f"No user @{handle}.", field="handles")
+    return [found[key] for key in wanted]
 
 
 def user_search(*, viewer: User, query: str) -> QuerySet[User]:

@@ -412,6 +412,43 @@ def user_remove_avatar(*, user: User) -> User:
 
 
 @transaction.atomic
+def user_update_settings(
+    *,
+    user: User,
+    display_name: str | None = None,
+    bio: str | None = None,
+    email: str | None = None,
+    phone_number: str | None = None,
+    dm_policy: str | None = None,
+    call_policy: str | None = None,
+    send_read_receipts: bool | None = None,
+    relay_calls: bool | None = None,
+    avatar: UploadedFile | None = None,
+    remove_avatar: bool = False,
+) -> User:
+    """Everything one settings form (or one PATCH of /me) changes: all of it or none.
+
+    ``None`` leaves a field as it is. On a refusal the transaction rolls back, but
+    ``user`` in memory may hold the refused values: callers that keep using it reload it.
+    """
+    user_update_profile(
+        user=user, display_name=display_name, bio=bio, email=email, phone_number=phone_number
+    )
+    user_update_privacy(
+        user=user,
+        dm_policy=dm_policy,
+        call_policy=call_policy,
+        send_read_receipts=send_read_receipts,
+        relay_calls=relay_calls,
+    )
+    if avatar is not None:
+        user_set_avatar(user=user, upload=avatar)
+    elif remove_avatar:
+        user_remove_avatar(user=user)
+    return user
+
+
+@transaction.atomic
 def user_suspend(*, user: User, until: datetime) -> User:
     """Suspend until ``until``: sign-in is refused, tokens and sockets are closed."""
     user.suspended_until = until

@@ -7,7 +7,6 @@ docs/accounts.md.
 
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,7 +14,6 @@ from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -147,8 +145,19 @@ def settings_profile(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ProfileForm(request.POST, request.FILES)
         if form.is_valid():
+            data = form.cleaned_data
+            # An empty phone field keeps the number; "remove" clears it.
+            phone = "" if data["remove_phone_number"] else (data["phone_number"] or None)
             try:
-                _profile_save(user, form.cleaned_data)
+                services.user_update_settings(
+                    user=user,
+                    display_name=data["display_name"],
+                    bio=data["bio"],
+                    email=data["email"],
+                    phone_number=phone,
+                    avatar=data["avatar"] or None,
+                    remove_avatar=data["remove_avatar"],
+                )
             except ApplicationError as error:
                 user.refresh_from_db()  # the services changed it in memory before the rollback
                 form.add_service_error(error)
@@ -161,23 +170,6 @@ def settings_profile(request: HttpRequest) -> HttpResponse:
         )
     context = {"form": form, "has_phone_number": bool(user.phone_number)}
     return render(request, "accounts/settings_profile.html", context)
-
-
-@transaction.atomic
-def _profile_save(user: User, data: dict[str, Any]) -> None:
-    """One form, up to three services: all of it is saved or none of it."""
-    phone_number = "" if data["remove_phone_number"] else (data["phone_number"] or None)
-    services.user_update_profile(
-        user=user,
-        display_name=data["display_name"],
-        bio=data["bio"],
-        email=data["email"],
-        phone_number=phone_number,
-    )
-    if data["avatar"]:
-        services.user_set_avatar(user=user, upload=data["avatar"])
-    elif data["remove_avatar"]:
-        services.user_remove_avatar(user=user)
 
 
 @never_cache

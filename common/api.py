@@ -4,8 +4,9 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,6 +14,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError, RateLimited
+from common.pagination import Pagination
 from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
 
 logger = logging.getLogger(__name__)
@@ -34,22 +36,34 @@ def current_user(request: Request) -> Any:
     return user
 
 
+def paginated_response(
+    view: APIView,
+    request: Request,
+    queryset: QuerySet[Any],
+    serializer: type[serializers.BaseSerializer[Any]],
+) -> Response:
+    """One page of ``queryset`` (limit/offset), serialized, with the pagination links."""
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
-def _first_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
+def first_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
     """Walk a DRF ValidationError detail to its first message: (field, message, code)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
             name = str(key)
             field = None if name == "non_field_errors" else f"{prefix}{name}"
-            sub_field, message, code = _first_error(value, f"{field}." if field else prefix)
+            sub_field, message, code = first_error(value, f"{field}." if field else prefix)
             return (sub_field or field), message, code
     if isinstance(detail, list):
         for index, value in enumerate(detail):
             if isinstance(value, dict | list):
-                sub_field, message, code = _first_error(value, f"{prefix}{index}.")
+                sub_field, message, code = first_error(value, f"{prefix}{index}.")
                 return (sub_field or (f"{prefix}{index}" if prefix else None)), message, code
             return None, str(value), getattr(value, "code", "invalid") or "invalid"
     return None, str(detail), getattr(detail, "code", "invalid") or "invalid"
@@ -76,7 +90,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = handled
 
     if isinstance(exc, exceptions.ValidationError):
-        field, message, code = _first_error(exc.detail)
+        field, message, code = first_error(exc.detail)
         response.data = error_body(
             code,
             message,

@@ -15,11 +15,10 @@ from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from accounts.authentication import request_token
-from accounts.models import Device, User
-from common.api import BaseApi, current_user
+from accounts.models import Device
+from common.api import BaseApi, current_user, paginated_response
 from common.errors import ApplicationError, NotFound
 from common.fields import B64uField
-from common.pagination import Pagination
 from messaging import selectors, services
 from messaging.models import Attachment, Report
 from messaging.serializers import (
@@ -37,26 +36,12 @@ DEVICE_PARAMETER = OpenApiParameter(
 
 
 def _reading_device(request: Request) -> Device:
-    """The device whose wraps a read returns: the token's own, or the one named."""
-    user = current_user(request)
-    token = request_token(request)
     body = request.data if isinstance(request.data, dict) else {}
-    named = request.query_params.get("device") or body.get("device")
-    if token is not None and token.device_id is not None:
-        if named and str(named) != str(token.device_id):
-            raise ApplicationError(
-                "wrong_device", "This token belongs to another device.", field="device"
-            )
-        return selectors.device_for_reading(user=user, device_id=token.device_id)
-    try:
-        device_id = uuid.UUID(str(named)) if named else None
-    except ValueError as exc:
-        raise ApplicationError("invalid", "Not a device id.", field="device") from exc
-    return selectors.device_for_reading(user=user, device_id=device_id)
-
-
-def _users_by_handles(viewer: User, handles: list[str]) -> list[User]:
-    return [account_selectors.user_get_visible(viewer=viewer, handle=handle) for handle in handles]
+    return selectors.device_for_reading(
+        user=current_user(request),
+        token=request_token(request),
+        named=request.query_params.get("device") or body.get("device"),
+    )
 
 
 class ConversationListApi(BaseApi):
@@ -85,9 +70,7 @@ class ConversationListApi(BaseApi):
     def get(self, request: Request) -> Response:
         requests = request.query_params.get("requests") in {"1", "true"}
         conversations = selectors.inbox(user=current_user(request), requests=requests)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(conversations, request, view=self)
-        return paginator.get_paginated_response(InboxEntrySerializer(page, many=True).data)
+        return paginated_response(self, request, conversations, InboxEntrySerializer)
 
     @extend_schema(
         request=ConversationCreateInputSerializer,
@@ -105,7 +88,9 @@ class ConversationListApi(BaseApi):
                 user=user, other=other
             )
         else:
-            members = _users_by_handles(user, values["handles"])
+            members = account_selectors.users_visible_by_handles(
+                viewer=user, handles=values["handles"]
+            )
             conversation = services.conversation_create_group(
                 creator=user, name=values["name"], members=members
             )
@@ -176,7 +161,9 @@ class MembersApi(BaseApi):
         services.group_add_members(
             actor=user,
             conversation=conversation,
-            users=_users_by_handles(user, data.validated_data["handles"]),
+            users=account_selectors.users_visible_by_handles(
+                viewer=user, handles=data.validated_data["handles"]
+            ),
         )
         conversation = selectors.conversation_get_for_member(
             user=user, conversation_id=conversation_id

@@ -7,7 +7,10 @@ does over HTTP, through the same services.
 import uuid
 from typing import Any
 
-from accounts.models import ApiToken, Device
+from rest_framework.exceptions import ValidationError
+
+from accounts.models import Device
+from common.api import first_error
 from common.errors import ApplicationError
 from messaging import services
 from messaging.serializers import EnvelopeSerializer
@@ -31,11 +34,7 @@ def _seq(frame: Frame) -> int:
 
 
 def _validation_error(errors: Any) -> ApplicationError:
-    from rest_framework.exceptions import ValidationError
-
-    from common.api import _first_error
-
-    field, message, code = _first_error(ValidationError(errors).detail)
+    field, message, code = first_error(ValidationError(errors).detail)
     return ApplicationError(code, message, field=f"envelope.{field}" if field else "envelope")
 
 
@@ -47,7 +46,8 @@ def send(ctx: SocketContext, frame: Frame) -> Frame:
     envelope = EnvelopeSerializer(data=frame.get("envelope"))
     if not envelope.is_valid():
         raise _validation_error(envelope.errors)
-    token = ApiToken.objects.filter(pk=ctx.token_id).first() if ctx.token_id else None
+    # The socket's device was checked against its token when it connected: sending from
+    # that device is all the binding needs, so no token lookup per message.
     if str(envelope.validated_data["sender_device"]) != str(ctx.device_id):
         raise ApplicationError(
             "wrong_device", "Send from the device of this socket.", field="envelope.sender_device"
@@ -56,7 +56,6 @@ def send(ctx: SocketContext, frame: Frame) -> Frame:
         sender=ctx.user,
         conversation_id=conversation_id,
         envelope=envelope.to_envelope(),
-        token=token,
     )
     return {"type": "message.sent", "created": created, **services.message_fields(message)}
 

@@ -8,7 +8,6 @@ from django.conf import settings
 from rest_framework import serializers
 
 from accounts.serializers import UserLiteSerializer
-from common.encoding import b64u_decode
 from common.fields import B64uField
 from messaging.models import Conversation, Membership, Message
 from messaging.services import Envelope, message_fields
@@ -21,20 +20,17 @@ def _uuid_keyed_b64u_map(value: Any, *, length: int, name: str) -> dict[str, str
     """{uuid: b64u of exactly ``length`` bytes}, keys canonicalised to lower case."""
     if not isinstance(value, dict):
         raise serializers.ValidationError(f"{name} must be an object.")
+    checker = B64uField(length=length)
     result: dict[str, str] = {}
     for key, item in value.items():
         try:
             canonical = str(uuid.UUID(str(key)))
         except ValueError as exc:
             raise serializers.ValidationError({key: "Not an id."}) from exc
-        if not isinstance(item, str):
-            raise serializers.ValidationError({key: "Must be unpadded base64url."})
         try:
-            decoded = b64u_decode(item)
-        except ValueError as exc:
-            raise serializers.ValidationError({key: "Must be unpadded base64url."}) from exc
-        if len(decoded) != length:
-            raise serializers.ValidationError({key: f"Must decode to {length} bytes."})
+            checker.to_internal_value(item)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({key: exc.detail}) from exc
         result[canonical] = item
     return result
 

@@ -22,7 +22,7 @@ from nacl.hash import blake2b
 
 from accounts import services as account_services
 from accounts.models import ApiToken, Block, Device, Follow, HistoryKey, User
-from accounts.selectors import message_permission
+from accounts.selectors import message_permission, relationships_with
 from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging.models import (
@@ -132,8 +132,9 @@ def _refusal_message(reason: str) -> str:
 
 
 def _check_can_add(*, adder: User, users: list[User]) -> None:
+    relationships = relationships_with(viewer=adder, targets=users)
     for user in users:
-        decision = message_permission(sender=adder, recipient=user)
+        decision = message_permission(sender=adder, recipient=user, rel=relationships[user.pk])
         if not decision.allowed:
             raise PermissionDenied(
                 decision.reason,

@@ -19,6 +19,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.utils import timezone
 
 from accounts.models import ApiToken, Device, User
+from common.api import error_body
 from common.errors import ApplicationError
 from realtime.auth import SocketIdentity
 from realtime.groups import device_group, session_group, token_group, user_group
@@ -40,21 +41,11 @@ FRAME_BURST = 60
 def error_event(
     code: str, message: str, field: str | None = None, ref: Any = None, **extra: Any
 ) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "error",
-        "error": {"code": code, "message": message, "field": field, **extra},
-    }
+    """The API's error shape, as a socket event."""
+    event: dict[str, Any] = {"type": "error", **error_body(code, message, field, **extra)}
     if ref is not None:
         event["ref"] = ref
     return event
-
-
-@database_sync_to_async
-def _device_state(user: User, device_id: uuid.UUID) -> str:
-    device = Device.objects.filter(pk=device_id, user=user).only("revoked_at").first()
-    if device is None:
-        return "unknown"
-    return "active" if device.revoked_at is None else "revoked"
 
 
 def _session_store(session_key: str) -> SessionBase:
@@ -66,8 +57,19 @@ def _session_store(session_key: str) -> SessionBase:
 def _still_allowed(
     identity: SocketIdentity, user: User, device_id: uuid.UUID
 ) -> tuple[int, str, str] | None:
-    """None if the socket may stay; else the close code, reason and message."""
-    if not Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).exists():
+    """None if the socket may open (or stay open); else the close code, reason and
+    message. Checked before joining the groups and again after."""
+    account = User.objects.filter(pk=user.pk).values("is_active", "suspended_until").first()
+    if (
+        account is None
+        or not account["is_active"]
+        or (account["suspended_until"] and account["suspended_until"] > timezone.now())
+    ):
+        return CLOSE_SUSPENDED, "account_suspended", "This account is suspended."
+    revoked_at = Device.objects.filter(pk=device_id, user=user).values_list("revoked_at", flat=True)
+    if not revoked_at:
+        return CLOSE_UNKNOWN_DEVICE, "device_unknown", "That is not a device of yours."
+    if revoked_at[0] is not None:
         return CLOSE_DEVICE_REVOKED, "device_revoked", "That device was revoked."
     if (
         identity.token_id is not None
@@ -76,22 +78,7 @@ def _still_allowed(
         return CLOSE_LOGGED_OUT, "token_revoked", "That token was revoked."
     if identity.session_key and not _session_store(identity.session_key).load():
         return CLOSE_LOGGED_OUT, "logged_out", "That session has ended."
-    account = User.objects.filter(pk=user.pk).values("is_active", "suspended_until").first()
-    if (
-        account is None
-        or not account["is_active"]
-        or (account["suspended_until"] and account["suspended_until"] > timezone.now())
-    ):
-        return CLOSE_SUSPENDED, "account_suspended", "This account is suspended."
     return None
-
-
-@database_sync_to_async
-def _account_state(user: User) -> str:
-    user.refresh_from_db(fields=["is_active", "suspended_until"])
-    if not user.is_active or user.is_suspended:
-        return "suspended"
-    return "ok"
 
 
 class DeviceSocketConsumer(AsyncWebsocketConsumer):
@@ -112,9 +99,6 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             )
             return
         user = identity.user
-        if await _account_state(user) != "ok":
-            await self._refuse(CLOSE_SUSPENDED, "account_suspended", "This account is suspended.")
-            return
         device_id = self._requested_device()
         if device_id is None:
             await self._refuse(
@@ -126,12 +110,9 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
                 CLOSE_UNKNOWN_DEVICE, "device_mismatch", "This token belongs to another device."
             )
             return
-        state = await _device_state(user, device_id)
-        if state != "active":
-            code = CLOSE_DEVICE_REVOKED if state == "revoked" else CLOSE_UNKNOWN_DEVICE
-            await self._refuse(
-                code, f"device_{state}", "That device is not an active device of yours."
-            )
+        problem = await _still_allowed(identity, user, device_id)
+        if problem is not None:
+            await self._refuse(*problem)
             return
 
         groups = [user_group(user.pk), device_group(device_id)]

@@ -351,7 +351,7 @@ def test_group_size_is_limited() -> None:
     assert response.json()["error"]["code"] == "invalid_size"
 
 
-def test_read_receipts_respect_the_readers_setting(pair) -> None:
+def test_reading_with_receipts_off_still_moves_the_read_marker(pair) -> None:
     alice, bob, conversation_id = pair
     send(alice, conversation_id, [alice, bob])
     User.objects.filter(pk=bob.user.pk).update(send_read_receipts=False)
@@ -423,3 +423,23 @@ def test_attachment_limits_and_membership(pair, settings, tmp_path) -> None:
     assert (
         outsider.phones[0].api.get(f"/api/v1/attachments/{ok.json()['blob_id']}").status_code == 404
     )
+
+
+def test_creating_a_group_costs_the_same_queries_for_any_size() -> None:
+    alice = person("alice")
+    others = [person(f"member{index}", phones=0, history_key=False) for index in range(8)]
+
+    def create(handles: list[str]) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            response = alice.phones[0].api.post(
+                "/api/v1/conversations",
+                {"kind": "group", "name": "Count", "handles": handles},
+                format="json",
+            )
+        assert response.status_code == 201, response.content
+        return len(queries)
+
+    create([p.user.handle for p in others[:2]])  # warms up what is fetched once per process
+    small = create([p.user.handle for p in others[:2]])
+    large = create([p.user.handle for p in others])
+    assert large == small, "no query per member"
