@@ -43,8 +43,14 @@ requirements: $(VENV)/.dev
 # Browser libraries come from npm and are copied into a git-ignored static folder.
 static: node_modules/.installed
 	mkdir -p static/vendor
-	cp node_modules/libsodium-wrappers-sumo/dist/modules-sumo-esm/libsodium-wrappers.mjs static/vendor/libsodium-wrappers.mjs
+	# A relative import instead of the bare "libsodium-sumo": no import map (an inline
+	# script) is needed, and the module also loads in a Web Worker, where import maps do not apply.
+	sed 's#from"libsodium-sumo"#from"./libsodium-sumo.mjs"#' \
+		node_modules/libsodium-wrappers-sumo/dist/modules-sumo-esm/libsodium-wrappers.mjs \
+		> static/vendor/libsodium-wrappers.mjs
+	grep -q 'from"./libsodium-sumo.mjs"' static/vendor/libsodium-wrappers.mjs
 	cp node_modules/libsodium-sumo/dist/modules-sumo-esm/libsodium-sumo.mjs static/vendor/libsodium-sumo.mjs
+	cp node_modules/qrcode-generator/dist/qrcode.mjs static/vendor/qrcode.mjs
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund

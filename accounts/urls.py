@@ -15,6 +15,9 @@ urlpatterns = [
     path("settings/privacy", views.settings_privacy, name="settings-privacy"),
     path("settings/password", views.settings_password, name="settings-password"),
     path("settings/devices", views.settings_devices, name="settings-devices"),
+    path("settings/keys", views.settings_keys, name="settings-keys"),
+    path("settings/safety", views.settings_safety, name="settings-safety"),
+    path("setup", views.keys_setup, name="setup"),
     path("settings/devices/<uuid:device_id>/remove", views.device_revoke, name="device-revoke"),
     path("@<str:handle>", views.profile, name="profile"),
     *(

@@ -53,7 +53,7 @@ CALL_NOTES = {
 }
 
 
-def _viewer(request: HttpRequest) -> User:
+def viewer_of(request: HttpRequest) -> User:
     """The signed-in user. Every caller sits behind login_required."""
     user = request.user
     if not isinstance(user, User):
@@ -141,7 +141,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_profile(request: HttpRequest) -> HttpResponse:
-    user = _viewer(request)
+    user = viewer_of(request)
     if request.method == "POST":
         form = ProfileForm(request.POST, request.FILES)
         if form.is_valid():
@@ -176,7 +176,7 @@ def settings_profile(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_privacy(request: HttpRequest) -> HttpResponse:
-    user = _viewer(request)
+    user = viewer_of(request)
     if request.method == "POST":
         form = PrivacyForm(request.POST)
         if form.is_valid():
@@ -211,7 +211,7 @@ def settings_privacy(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_password(request: HttpRequest) -> HttpResponse:
-    user = _viewer(request)
+    user = viewer_of(request)
     form = PasswordChangeForm(request.POST) if request.method == "POST" else PasswordChangeForm()
     if form.is_bound and form.is_valid():
         try:
@@ -233,15 +233,39 @@ def settings_password(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def settings_devices(request: HttpRequest) -> HttpResponse:
-    devices = selectors.devices_of_user(user=_viewer(request))
+    devices = selectors.devices_of_user(user=viewer_of(request))
     return render(request, "accounts/settings_devices.html", {"devices": devices})
+
+
+# Pages whose work happens in the browser, with keys the server never sees (docs/web.md).
+
+
+@never_cache
+@login_required
+@require_GET
+def keys_setup(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/setup.html")
+
+
+@never_cache
+@login_required
+@require_GET
+def settings_keys(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/settings_keys.html")
+
+
+@never_cache
+@login_required
+@require_GET
+def settings_safety(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/settings_safety.html")
 
 
 @login_required
 @require_POST
 def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
     try:
-        device = services.device_revoke(user=_viewer(request), device_id=device_id)
+        device = services.device_revoke(user=viewer_of(request), device_id=device_id)
     except NotFound as exc:
         raise Http404 from exc
     messages.success(request, f"Removed {device.name or 'the device'}. It is signed out.")
@@ -254,7 +278,7 @@ def device_revoke(request: HttpRequest, device_id: uuid.UUID) -> HttpResponse:
 @login_required
 @require_GET
 def profile(request: HttpRequest, handle: str) -> HttpResponse:
-    viewer = _viewer(request)
+    viewer = viewer_of(request)
     try:
         found = selectors.profile_get(viewer=viewer, handle=handle)
     except NotFound as exc:
@@ -313,7 +337,7 @@ SOCIAL_ACTIONS: dict[str, tuple[SocialAction, str]] = {
 def social_action(request: HttpRequest, handle: str, action: str) -> HttpResponse:
     """Follow, block or mute (or undo it) and go back to the target's profile."""
     apply, done = SOCIAL_ACTIONS[action]
-    viewer = _viewer(request)
+    viewer = viewer_of(request)
     try:
         target = selectors.user_get_visible(viewer=viewer, handle=handle)
     except NotFound as exc:
@@ -330,7 +354,7 @@ def social_action(request: HttpRequest, handle: str, action: str) -> HttpRespons
 @login_required
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
-    viewer = _viewer(request)
+    viewer = viewer_of(request)
     form = SearchForm(request.GET)
     page = None
     if form.is_valid() and form.cleaned_data["q"]:

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from common.views import healthz, home
+from common.views import healthz
+from messaging.views import home
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(("accounts.api_urls", "accounts"), namespace="accounts")),
@@ -18,6 +19,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("admin/", admin.site.urls),
+    path("", include("messaging.urls")),
     path("", include("accounts.urls")),
 ]
 

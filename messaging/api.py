@@ -283,6 +283,29 @@ class ReadApi(BaseApi):
         return Response({"seq": seq})
 
 
+class ReceiptSerializer(serializers.Serializer):
+    user_id = serializers.UUIDField()
+    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField(
+        allow_null=True, help_text="null when the member does not send read receipts."
+    )
+
+
+class ReceiptListSerializer(serializers.Serializer):
+    results = ReceiptSerializer(many=True)
+
+
+class ReceiptsApi(BaseApi):
+    """Where the other members are: delivered and read marks after a reload."""
+
+    @extend_schema(responses={200: ReceiptListSerializer}, tags=["messages"])
+    def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        receipts = selectors.receipts_get(
+            user=current_user(request), conversation_id=conversation_id
+        )
+        return Response({"results": ReceiptSerializer(receipts, many=True).data})
+
+
 class DeliveredApi(BaseApi):
     @extend_schema(
         request=SeqInputSerializer, responses={200: SeqInputSerializer}, tags=["messages"]

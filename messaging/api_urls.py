@@ -35,6 +35,11 @@ urlpatterns = [
     ),
     path("conversations/<uuid:conversation_id>/read", api.ReadApi.as_view(), name="read"),
     path(
+        "conversations/<uuid:conversation_id>/receipts",
+        api.ReceiptsApi.as_view(),
+        name="receipts",
+    ),
+    path(
         "conversations/<uuid:conversation_id>/delivered",
         api.DeliveredApi.as_view(),
         name="delivered",
