@@ -114,3 +114,18 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15, message: st
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting: {message}")
+
+
+def database_dump() -> list[bytes]:
+    """Every value of every row of every table, as bytes."""
+    values: list[bytes] = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608  (names from introspection)
+            for row in cursor.fetchall():
+                for value in row:
+                    if isinstance(value, memoryview | bytes):
+                        values.append(bytes(value))
+                    elif value is not None:
+                        values.append(str(value).encode())
+    return values

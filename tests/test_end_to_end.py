@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from django.db import connection
 from parley_client import crypto
 from parley_client.client import ApiError, ParleyClient
 
-from common.testing import LiveServer
+from common.testing import LiveServer, database_dump
 from messaging.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,21 +30,6 @@ def another_device(server: LiveServer, handle: str, recovery_code: str, name: st
     client.log_in(handle, PASSWORD, token_name=name)
     client.restore(recovery_code=recovery_code, device_name=name)
     return client
-
-
-def database_dump() -> list[bytes]:
-    """Every value of every row of every table, as bytes."""
-    values: list[bytes] = []
-    with connection.cursor() as cursor:
-        for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608  (names from introspection)
-            for row in cursor.fetchall():
-                for value in row:
-                    if isinstance(value, memoryview | bytes):
-                        values.append(bytes(value))
-                    elif value is not None:
-                        values.append(str(value).encode())
-    return values
 
 
 async def test_two_users_two_devices_each_in_real_time_then_sync_and_restore(

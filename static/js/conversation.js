@@ -1,0 +1,579 @@
+// One conversation: history (older pages on scroll), compose and send with Enter,
+// live arrival, delivered and read marks, typing, reply, edit, react, delete for
+// everyone, disappearing messages, attachments, reports, safety-number banners.
+// Everything decrypted goes into the page as text, never as HTML.
+
+import { api, ApiError } from "./api.js";
+import { IdentityKeyChanged, Parley } from "./parley.js";
+import { goLive } from "./live.js";
+import { byId, el, errorText, formatTime } from "./ui.js";
+
+const PAGE = 50;
+const TYPING_SEND_MS = 3000;
+const TYPING_SHOW_MS = 6000;
+const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+const INLINE_IMAGE_MAX = 10 * 1024 * 1024;
+
+const root = byId("conversation");
+const conversationId = root.dataset.conversationId;
+const log = byId("log");
+const statusLine = byId("connection");
+const text = byId("compose-text");
+const sendButton = byId("send");
+const composeError = byId("compose-error");
+
+const entries = new Map(); // message id -> entry
+const pendingEffects = new Map(); // target id -> [effects that arrived before it]
+const receipts = new Map(); // user id -> {delivered_seq, read_seq}
+const typingTimers = new Map();
+let client;
+let conversation;
+let socket;
+let oldestSeq = null;
+let replyTo = null;
+let editing = null;
+let lastTypingSent = 0;
+let readUpTo = 0;
+
+function handleOf(userId) {
+  if (userId === client.userId) return "you";
+  const member = conversation.members.find((m) => m.user.id === userId);
+  return member ? `@${member.user.handle}` : "someone who left";
+}
+
+// --- Rendering ---------------------------------------------------------------------------------
+
+function statusOf(entry) {
+  if (entry.message.sender_id !== client.userId || entry.deleted) return "";
+  const others = [...receipts.entries()].filter(([userId]) => userId !== client.userId);
+  if (!others.length) return "Sent";
+  const seq = entry.message.seq;
+  const shown = others.filter(([, r]) => r.read_seq !== null);
+  if (shown.length && shown.length === others.length && shown.every(([, r]) => r.read_seq >= seq)) return "Read";
+  if (others.every(([, r]) => r.delivered_seq >= seq || (r.read_seq ?? 0) >= seq)) return "Delivered";
+  return "Sent";
+}
+
+function renderStatus(entry) {
+  const status = entry.node.querySelector(".msg-status");
+  if (status) status.textContent = statusOf(entry);
+}
+
+function bodyOf(entry) {
+  if (entry.deleted) return "This message was deleted.";
+  if (!entry.verified) return "This message could not be verified.";
+  return entry.body;
+}
+
+function snippet(entry) {
+  const body = bodyOf(entry) || (entry.attachments?.length ? "Attachment" : "");
+  return body.length > 80 ? `${body.slice(0, 80)}…` : body;
+}
+
+function renderBody(entry) {
+  const node = entry.node;
+  const body = node.querySelector(".msg-body");
+  body.textContent = bodyOf(entry);
+  body.classList.toggle("msg-unverified", !entry.verified && !entry.deleted);
+  node.classList.toggle("msg-deleted", entry.deleted);
+  node.querySelector(".msg-edited").hidden = !entry.edited || entry.deleted;
+  const attachments = node.querySelector(".msg-attachments");
+  attachments.replaceChildren();
+  if (!entry.deleted) for (const meta of entry.attachments || []) attachments.append(renderAttachment(meta));
+  const reactions = node.querySelector(".msg-reactions");
+  const counts = new Map();
+  for (const emoji of entry.reactions.values()) if (emoji) counts.set(emoji, (counts.get(emoji) || 0) + 1);
+  reactions.replaceChildren(...[...counts].map(([emoji, count]) => el("span", { class: "reaction", "aria-label": `${emoji} ${count}` }, `${emoji} ${count}`)));
+  const actions = node.querySelector(".msg-actions");
+  actions.hidden = entry.deleted;
+  for (const button of actions.querySelectorAll("[data-mine]")) button.hidden = !entry.mine || !entry.verified;
+  for (const button of actions.querySelectorAll("[data-theirs]")) button.hidden = entry.mine || !entry.verified;
+  renderStatus(entry);
+}
+
+function renderAttachment(meta) {
+  const name = typeof meta.name === "string" && meta.name ? meta.name : "file";
+  const mime = typeof meta.mime === "string" ? meta.mime : "application/octet-stream";
+  const holder = el("div", { class: "attachment" });
+  if (INLINE_IMAGES.has(mime) && meta.size <= INLINE_IMAGE_MAX) {
+    holder.append(el("span", { class: "muted" }, `Loading ${name}…`));
+    client.downloadAttachment(meta).then(
+      (data) => holder.replaceChildren(el("img", { src: URL.createObjectURL(new Blob([data], { type: mime })), alt: name, class: "attachment-image" })),
+      () => holder.replaceChildren(el("span", { class: "msg-unverified" }, `${name} could not be opened.`)),
+    );
+  } else {
+    holder.append(
+      el("button", {
+        type: "button", class: "link-button",
+        onclick: async (event) => {
+          const button = event.currentTarget;
+          button.disabled = true;
+          try {
+            const data = await client.downloadAttachment(meta);
+            const url = URL.createObjectURL(new Blob([data], { type: "application/octet-stream" }));
+            const a = el("a", { href: url, download: name });
+            document.body.append(a);
+            a.click();
+            a.remove();
+            setTimeout(() => URL.revokeObjectURL(url), 60_000);
+          } catch {
+            button.textContent = `${name} could not be opened.`;
+          }
+          button.disabled = false;
+        },
+      }, `Download ${name} (${Math.ceil((meta.size || 0) / 1024)} KB)`),
+    );
+  }
+  return holder;
+}
+
+function buildNode(entry) {
+  const m = entry.message;
+  const quote = entry.replyTo ? el("blockquote", { class: "msg-quote", dataset: { target: entry.replyTo } }) : null;
+  const node = el("li", { class: `msg ${entry.mine ? "msg-mine" : "msg-theirs"}`, id: `m-${m.id}`, dataset: { seq: m.seq, id: m.id } },
+    el("div", { class: "msg-meta" },
+      el("span", { class: "msg-sender" }, handleOf(m.sender_id)), " ",
+      el("time", { datetime: new Date(m.server_ts).toISOString() }, formatTime(m.server_ts)), " ",
+      el("span", { class: "msg-edited muted", hidden: true }, "(edited)"),
+      m.expires_at ? el("span", { class: "muted", title: "Disappearing message" }, " ⏱") : null,
+    ),
+    quote,
+    el("p", { class: "msg-body" }),
+    el("div", { class: "msg-attachments" }),
+    el("div", { class: "msg-reactions" }),
+    entry.mine ? el("span", { class: "msg-status muted", "aria-live": "off" }) : null,
+    el("div", { class: "msg-actions" },
+      el("button", { type: "button", class: "link-button", dataset: { action: "reply" } }, "Reply"),
+      el("button", { type: "button", class: "link-button", dataset: { action: "react" }, "aria-haspopup": "true" }, "React"),
+      el("button", { type: "button", class: "link-button", dataset: { action: "edit", mine: "1" } }, "Edit"),
+      el("button", { type: "button", class: "link-button", dataset: { action: "delete", mine: "1" } }, "Delete for everyone"),
+      el("button", { type: "button", class: "link-button", dataset: { action: "report", theirs: "1" } }, "Report"),
+    ),
+  );
+  entry.node = node;
+  renderBody(entry);
+  return node;
+}
+
+function refreshQuotes() {
+  for (const quote of log.querySelectorAll(".msg-quote")) {
+    const target = entries.get(quote.dataset.target);
+    quote.textContent = target ? `${handleOf(target.message.sender_id)}: ${snippet(target)}` : "Replying to an earlier message";
+  }
+}
+
+function insertNode(entry) {
+  const seq = entry.message.seq;
+  const after = [...log.children].find((child) => Number(child.dataset.seq) > seq);
+  log.insertBefore(buildNode(entry), after || null);
+}
+
+// --- Applying messages -------------------------------------------------------------------------
+
+function applyEffect(target, effect) {
+  // Only the target's own sender may edit it; anyone in the conversation may react.
+  if (effect.type === "edit" && effect.sender === target.message.sender_id && !target.deleted) {
+    if (effect.seq > (target.editSeq || 0)) {
+      target.body = String(effect.body ?? "");
+      target.edited = true;
+      target.editSeq = effect.seq;
+    }
+  } else if (effect.type === "reaction") {
+    const previous = target.reactionSeq.get(effect.sender) || 0;
+    if (effect.seq > previous) {
+      target.reactions.set(effect.sender, typeof effect.emoji === "string" ? effect.emoji.slice(0, 16) : "");
+      target.reactionSeq.set(effect.sender, effect.seq);
+    }
+  }
+  if (target.node) renderBody(target);
+}
+
+function scheduleExpiry(entry) {
+  const expiresAt = entry.message.expires_at ? Date.parse(entry.message.expires_at) : null;
+  if (!expiresAt) return;
+  // Local copies disappear when due, whether or not the server's sweep ran yet.
+  setTimeout(() => {
+    entry.node?.remove();
+    entries.delete(entry.message.id);
+  }, Math.max(0, expiresAt - Date.now()));
+}
+
+/** Add one opened message to the page (idempotent: a message seen twice is kept once). */
+function addMessage(received) {
+  const m = received.message;
+  if (m.conversation_id !== conversationId || entries.has(m.id)) return null;
+  if (m.expires_at && Date.parse(m.expires_at) <= Date.now()) return null;
+  const payload = received.payload;
+  const kind = received.verified ? payload.type : null;
+  if (kind === "edit" || kind === "reaction") {
+    entries.set(m.id, { message: m, effect: true });
+    const effect = { type: kind, sender: m.sender_id, seq: m.seq, body: payload.body, emoji: payload.emoji };
+    const target = entries.get(payload.target);
+    if (target && !target.effect) applyEffect(target, effect);
+    else pendingEffects.set(payload.target, [...(pendingEffects.get(payload.target) || []), effect]);
+    return null;
+  }
+  const entry = {
+    message: m,
+    received,
+    mine: m.sender_id === client.userId,
+    verified: received.verified,
+    deleted: Boolean(m.deleted || received.deleted),
+    body: received.verified ? String(payload.body ?? "") : "",
+    attachments: received.verified && Array.isArray(payload.attachments) ? payload.attachments.filter((a) => a && typeof a === "object") : [],
+    replyTo: received.verified && typeof payload.reply_to === "string" ? payload.reply_to : null,
+    reactions: new Map(),
+    reactionSeq: new Map(),
+  };
+  entries.set(m.id, entry);
+  for (const effect of pendingEffects.get(m.id) || []) applyEffect(entry, effect);
+  pendingEffects.delete(m.id);
+  insertNode(entry);
+  scheduleExpiry(entry);
+  if (oldestSeq === null || m.seq < oldestSeq) oldestSeq = m.seq;
+  return entry;
+}
+
+function newestSeq() {
+  let newest = 0;
+  for (const entry of entries.values()) newest = Math.max(newest, entry.message.seq);
+  return newest;
+}
+
+async function markRead() {
+  const newest = newestSeq();
+  if (document.visibilityState !== "visible" || newest <= readUpTo || conversation.my_state === "requested") return;
+  readUpTo = newest;
+  if (!socket?.send({ type: "message.read", conversation_id: conversationId, seq: newest })) {
+    await client.markRead(conversationId, newest).catch(() => {});
+  }
+}
+
+// --- Loading -----------------------------------------------------------------------------------
+
+async function loadOlder() {
+  const button = byId("load-older");
+  button.disabled = true;
+  log.setAttribute("aria-busy", "true");
+  const anchor = log.firstElementChild;
+  try {
+    const page = await client.history(conversationId, { before: oldestSeq, limit: PAGE });
+    const lowest = Math.min(...page.map((r) => r.message.seq));
+    for (const received of [...page].reverse()) addMessage(received);
+    if (page.length) oldestSeq = Math.min(oldestSeq ?? lowest, lowest);
+    refreshQuotes();
+    button.hidden = page.length < PAGE || lowest <= 1;
+    anchor?.scrollIntoView({ block: "start" });
+  } catch (error) {
+    statusLine.textContent = errorText(error);
+  } finally {
+    button.disabled = false;
+    log.setAttribute("aria-busy", "false");
+  }
+}
+
+async function loadConversation() {
+  conversation = await api("GET", `/conversations/${conversationId}`);
+  const requests = await api("GET", "/conversations", { query: { requests: 1 } });
+  conversation.my_state = requests.results.some((c) => c.id === conversationId) ? "requested" : "accepted";
+  const others = conversation.members.filter((m) => m.user.id !== client.userId);
+  byId("members").textContent = others.length ? `With ${others.map((m) => `@${m.user.handle}`).join(", ")}` : "Only you are left here.";
+  if (!conversation.name) byId("conversation-title").textContent = others.map((m) => m.user.name || `@${m.user.handle}`).join(", ") || "Conversation";
+  byId("timer").value = conversation.disappearing_seconds ? String(conversation.disappearing_seconds) : "";
+  byId("request-bar").hidden = conversation.my_state !== "requested";
+  const canWrite = conversation.my_state !== "requested" && others.length > 0;
+  text.disabled = !canWrite;
+  sendButton.disabled = !canWrite;
+}
+
+async function loadReceipts() {
+  const result = await api("GET", `/conversations/${conversationId}/receipts`);
+  for (const r of result.results) receipts.set(r.user_id, { delivered_seq: r.delivered_seq, read_seq: r.read_seq });
+  for (const entry of entries.values()) if (entry.node) renderStatus(entry);
+}
+
+async function checkSafetyNumbers() {
+  const banners = byId("banners");
+  banners.replaceChildren();
+  for (const member of conversation.members) {
+    if (member.user.id === client.userId) continue;
+    try {
+      await client.directory(member.user.id);
+    } catch (error) {
+      if (error instanceof IdentityKeyChanged) showKeyChanged(member.user, true);
+      continue;
+    }
+    if (client.pin(member.user.id)?.changed) showKeyChanged(member.user, false);
+  }
+}
+
+function showKeyChanged(user, wasVerified) {
+  const banner = el("div", { class: "banner", role: "alert" },
+    el("p", {}, `Your safety number with @${user.handle} changed. They may have a new phone or reinstalled Parley, or someone may be trying to intercept. `,
+      el("a", { href: "/settings/safety" }, "Compare safety numbers"), "."),
+    el("button", {
+      type: "button", class: "button",
+      onclick: async () => {
+        if (wasVerified) await client.directory(user.id, { acceptChange: true, fresh: true });
+        await client.acknowledgeChange(user.id);
+        banner.remove();
+      },
+    }, wasVerified ? "Accept the new key" : "OK"),
+  );
+  byId("banners").append(banner);
+}
+
+// --- Sending -----------------------------------------------------------------------------------
+
+async function sendPayload(payload) {
+  try {
+    const stored = await client.send(conversation, payload, { expiresIn: conversation.disappearing_seconds || null });
+    return addMessage(client.sentCopy(stored, payload));
+  } catch (error) {
+    if (error instanceof IdentityKeyChanged) {
+      const user = conversation.members.find((m) => m.user.id === error.userId)?.user;
+      if (user) showKeyChanged(user, true);
+      throw new Error(`${error.message} Check it, accept the new key, then send again.`);
+    }
+    throw error;
+  }
+}
+
+async function submitCompose(event) {
+  event?.preventDefault();
+  composeError.textContent = "";
+  const body = text.value.trim();
+  const files = [...byId("attach").files];
+  if (!body && !files.length) return;
+  text.disabled = true;
+  sendButton.disabled = true;
+  try {
+    if (editing) {
+      await sendPayload({ type: "edit", target: editing.message.id, body, sent_at: Math.floor(Date.now() / 1000) });
+      applyEffect(editing, { type: "edit", sender: client.userId, seq: newestSeq(), body });
+      cancelEdit();
+    } else {
+      const attachments = [];
+      for (const file of files) attachments.push(await client.uploadAttachment(conversationId, file));
+      const entry = await sendPayload({ type: "text", body, sent_at: Math.floor(Date.now() / 1000), reply_to: replyTo?.message.id || null, attachments });
+      refreshQuotes();
+      entry?.node.scrollIntoView({ block: "end" });
+      cancelReply();
+      byId("attach").value = "";
+      byId("attach-list").textContent = "";
+    }
+    text.value = "";
+  } catch (error) {
+    composeError.textContent = errorText(error);
+  } finally {
+    text.disabled = false;
+    sendButton.disabled = false;
+    text.focus();
+  }
+}
+
+function cancelReply() {
+  replyTo = null;
+  byId("reply-preview").hidden = true;
+}
+
+function cancelEdit() {
+  editing = null;
+  byId("edit-preview").hidden = true;
+  text.value = "";
+}
+
+function showReactionPicker(entry, button) {
+  const existing = entry.node.querySelector(".reaction-picker");
+  if (existing) {
+    existing.remove();
+    return;
+  }
+  const mineNow = entry.reactions.get(client.userId);
+  const picker = el("div", { class: "reaction-picker", role: "group", "aria-label": "Reactions" },
+    ...REACTIONS.map((emoji) => el("button", {
+      type: "button", class: "button", "aria-pressed": String(mineNow === emoji),
+      onclick: async () => {
+        picker.remove();
+        const chosen = mineNow === emoji ? "" : emoji;
+        try {
+          await sendPayload({ type: "reaction", target: entry.message.id, emoji: chosen, sent_at: Math.floor(Date.now() / 1000) });
+          applyEffect(entry, { type: "reaction", sender: client.userId, seq: newestSeq(), emoji: chosen });
+        } catch (error) {
+          composeError.textContent = errorText(error);
+        }
+        button.focus();
+      },
+    }, emoji)),
+  );
+  button.after(picker);
+  picker.querySelector("button").focus();
+}
+
+async function onAction(event) {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const entry = entries.get(button.closest(".msg").dataset.id);
+  if (!entry) return;
+  const action = button.dataset.action;
+  if (action === "reply") {
+    replyTo = entry;
+    byId("reply-text").textContent = `Replying to ${handleOf(entry.message.sender_id)}: ${snippet(entry)}`;
+    byId("reply-preview").hidden = false;
+    text.focus();
+  } else if (action === "edit") {
+    editing = entry;
+    text.value = entry.body;
+    byId("edit-preview").hidden = false;
+    text.focus();
+  } else if (action === "react") {
+    showReactionPicker(entry, button);
+  } else if (action === "delete") {
+    if (!confirm("Delete this message for everyone?")) return;
+    try {
+      await api("DELETE", `/conversations/${conversationId}/messages/${entry.message.id}`);
+      entry.deleted = true;
+      renderBody(entry);
+    } catch (error) {
+      composeError.textContent = errorText(error);
+    }
+  } else if (action === "report") {
+    openReport(entry);
+  }
+}
+
+function openReport(entry) {
+  const dialog = byId("report-dialog");
+  dialog.returnValue = "";
+  dialog.showModal();
+  dialog.addEventListener("close", async () => {
+    if (dialog.returnValue !== "send") return;
+    try {
+      await client.report(entry.received, byId("report-reason").value, byId("report-comment").value);
+      statusLine.textContent = "Reported. Thank you: our moderators will look at it.";
+    } catch (error) {
+      statusLine.textContent = errorText(error);
+    }
+  }, { once: true });
+}
+
+// --- Live events -------------------------------------------------------------------------------
+
+function onEvent(frame) {
+  if (frame.conversation_id && frame.conversation_id !== conversationId) return;
+  if (frame.type === "message.deleted") {
+    const entry = entries.get(frame.id);
+    if (entry && !entry.effect) {
+      entry.deleted = true;
+      renderBody(entry);
+    }
+  } else if (frame.type === "receipt.delivered" || frame.type === "receipt.read") {
+    if (frame.user_id === client.userId) return;
+    const current = receipts.get(frame.user_id) || { delivered_seq: 0, read_seq: null };
+    if (frame.type === "receipt.delivered") current.delivered_seq = Math.max(current.delivered_seq, frame.seq);
+    else current.read_seq = Math.max(current.read_seq ?? 0, frame.seq);
+    receipts.set(frame.user_id, current);
+    for (const entry of entries.values()) if (entry.node && entry.mine) renderStatus(entry);
+  } else if (frame.type === "typing" && frame.user_id !== client.userId) {
+    showTyping(frame.user_id);
+  } else if (frame.type === "conversation.updated") {
+    loadConversation().then(checkSafetyNumbers).catch(() => {});
+  }
+}
+
+function showTyping(userId) {
+  clearTimeout(typingTimers.get(userId));
+  typingTimers.set(userId, setTimeout(() => {
+    typingTimers.delete(userId);
+    renderTyping();
+  }, TYPING_SHOW_MS));
+  renderTyping();
+}
+
+function renderTyping() {
+  const who = [...typingTimers.keys()].map(handleOf);
+  byId("typing").textContent = who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+async function onMessage(received, { live }) {
+  const entry = addMessage(received);
+  if (entry && !entry.mine) {
+    typingTimers.delete(entry.message.sender_id);
+    renderTyping();
+  }
+  refreshQuotes();
+  if (entry && live) entry.node.scrollIntoView({ block: "end" });
+  await markRead();
+}
+
+// --- Start -------------------------------------------------------------------------------------
+
+async function start() {
+  client = await Parley.load();
+  if (!client) return;
+  await loadConversation();
+  const page = await client.history(conversationId, { limit: PAGE });
+  for (const received of [...page].reverse()) addMessage(received);
+  refreshQuotes();
+  byId("load-older").hidden = page.length < PAGE;
+  log.setAttribute("aria-busy", "false");
+  log.lastElementChild?.scrollIntoView({ block: "end" });
+  await loadReceipts();
+  await checkSafetyNumbers();
+  socket = goLive(client, { statusLine, onMessage, onEvent });
+  await markRead();
+  root.dataset.ready = "1";
+}
+
+byId("compose").addEventListener("submit", submitCompose);
+text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitCompose(event);
+  if (event.key === "Escape") {
+    cancelReply();
+    if (editing) cancelEdit();
+  }
+});
+text.addEventListener("input", () => {
+  if (Date.now() - lastTypingSent > TYPING_SEND_MS && text.value) {
+    lastTypingSent = Date.now();
+    socket?.send({ type: "typing", conversation_id: conversationId });
+  }
+});
+byId("attach").addEventListener("change", (event) => {
+  byId("attach-list").textContent = [...event.currentTarget.files].map((f) => f.name).join(", ");
+});
+byId("reply-cancel").addEventListener("click", cancelReply);
+byId("edit-cancel").addEventListener("click", cancelEdit);
+byId("load-older").addEventListener("click", loadOlder);
+log.addEventListener("click", onAction);
+document.addEventListener("visibilitychange", markRead);
+byId("timer").addEventListener("change", async (event) => {
+  const value = event.currentTarget.value;
+  try {
+    conversation = { ...conversation, ...(await api("PATCH", `/conversations/${conversationId}`, { body: { disappearing_seconds: value ? Number(value) : null } })) };
+    statusLine.textContent = value ? "New messages will disappear after the time chosen." : "Disappearing messages are off.";
+  } catch (error) {
+    statusLine.textContent = errorText(error);
+  }
+});
+for (const button of document.querySelectorAll("[data-request]")) {
+  button.addEventListener("click", async () => {
+    const action = button.dataset.request;
+    if (action === "block" && !confirm("Block whoever added you here? They will not be able to message or call you.")) return;
+    try {
+      await api("POST", `/conversations/${conversationId}/${action}`);
+      if (action === "accept") {
+        await loadConversation();
+        await markRead();
+      }
+      else location.assign("/");
+    } catch (error) {
+      statusLine.textContent = errorText(error);
+    }
+  });
+}
+
+start().catch((error) => {
+  statusLine.textContent = error instanceof ApiError && error.status === 404 ? "This conversation does not exist, or you left it." : errorText(error);
+});

@@ -1,0 +1,93 @@
+// Home: the conversations, newest activity first, with unread counts, kept live;
+// the Requests tab holds conversations from people the user does not follow.
+
+import { api } from "./api.js";
+import { Parley } from "./parley.js";
+import { goLive } from "./live.js";
+import { byId, el, errorText, formatTime } from "./ui.js";
+
+const list = byId("conversation-list");
+const statusLine = byId("connection");
+let client;
+let showing = "chats";
+let reloadTimer = null;
+
+function title(conversation) {
+  if (conversation.name) return conversation.name;
+  const others = conversation.members.filter((m) => m.user.id !== client.userId);
+  return others.map((m) => m.user.name || `@${m.user.handle}`).join(", ") || "Only you";
+}
+
+function row(conversation) {
+  const unread = conversation.unread_count;
+  const last = conversation.last_message;
+  const others = conversation.members.filter((m) => m.user.id !== client.userId).map((m) => `@${m.user.handle}`).join(", ");
+  const label = `${title(conversation)}${unread ? `, ${unread} unread` : ""}`;
+  return el("li", { class: `conversation-row${unread ? " unread" : ""}`, dataset: { id: conversation.id } },
+    el("a", { href: `/c/${conversation.id}`, "aria-label": label },
+      el("span", { class: "conversation-title" }, title(conversation)),
+      el("span", { class: "muted conversation-members" }, conversation.kind === "group" ? `Group · ${others}` : others),
+      el("span", { class: "muted conversation-time" }, last ? formatTime(last.server_ts) : "No messages yet"),
+      unread ? el("span", { class: "count unread-count", "aria-hidden": "true" }, String(unread)) : null,
+    ),
+  );
+}
+
+async function render() {
+  list.setAttribute("aria-busy", "true");
+  try {
+    const [chats, requests] = await Promise.all([api("GET", "/conversations"), api("GET", "/conversations", { query: { requests: 1 } })]);
+    const shown = showing === "chats" ? chats : requests;
+    list.replaceChildren(...shown.results.map(row));
+    byId("requests-count").textContent = requests.count ? `(${requests.count})` : "";
+    byId("inbox-empty").hidden = shown.results.length > 0;
+    byId("inbox-empty").firstChild.textContent = showing === "chats" ? "No conversations yet. " : "No message requests. ";
+  } catch (error) {
+    statusLine.textContent = errorText(error);
+  } finally {
+    list.setAttribute("aria-busy", "false");
+  }
+}
+
+function reloadSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(render, 150);
+}
+
+function selectTab(which) {
+  showing = which;
+  for (const [name, tab] of [["chats", byId("tab-chats")], ["requests", byId("tab-requests")]]) {
+    tab.setAttribute("aria-selected", String(name === which));
+    tab.tabIndex = name === which ? 0 : -1;
+  }
+  list.setAttribute("aria-labelledby", which === "chats" ? "tab-chats" : "tab-requests");
+  render();
+}
+
+byId("tab-chats").addEventListener("click", () => selectTab("chats"));
+byId("tab-requests").addEventListener("click", () => selectTab("requests"));
+for (const tab of [byId("tab-chats"), byId("tab-requests")]) {
+  tab.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+      const next = showing === "chats" ? "requests" : "chats";
+      selectTab(next);
+      byId(`tab-${next}`).focus();
+    }
+  });
+}
+
+async function start() {
+  client = await Parley.load();
+  if (!client) return;
+  selectTab("chats");
+  goLive(client, {
+    statusLine,
+    onMessage: reloadSoon,
+    onEvent: (frame) => {
+      if (["conversation.updated", "message.deleted", "receipt.read"].includes(frame.type)) reloadSoon();
+    },
+  });
+  document.body.dataset.ready = "1";
+}
+
+start().catch((error) => (statusLine.textContent = errorText(error)));

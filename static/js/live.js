@@ -1,0 +1,67 @@
+// What every messaging page does with the live socket: connect as this browser's
+// device, show the connection state, catch up by sync after every (re)connect, and
+// acknowledge delivery of what arrived.
+
+import { LiveSocket } from "./socket.js";
+import { forgetAccount } from "./keystore.js";
+
+const ENDED = {
+  4001: "You are signed out.",
+  4004: "This browser is no longer one of your devices.",
+  4005: "This browser was removed from your devices.",
+  4006: "You signed out.",
+  4007: "This account is suspended.",
+};
+
+/**
+ * Open the socket for `client`. `onMessage(received)` gets every new message (live or
+ * caught up), `onEvent(frame)` every other event.
+ */
+export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
+  const delivered = new Map(); // conversationId -> highest seq acknowledged
+
+  async function acknowledge(received) {
+    const { conversation_id: conversationId, seq, sender_id: senderId } = received.message;
+    if (senderId === client.userId || seq <= (delivered.get(conversationId) || 0)) return;
+    delivered.set(conversationId, seq);
+    socket.send({ type: "message.ack", conversation_id: conversationId, seq }) || client.delivered(conversationId, seq).catch(() => {});
+  }
+
+  async function catchUp() {
+    try {
+      const received = await client.sync();
+      for (const item of received) {
+        await onMessage(item, { live: false });
+        acknowledge(item);
+      }
+      onCaughtUp?.();
+    } catch (error) {
+      if (statusLine) statusLine.textContent = "Could not catch up. Retrying when the connection returns.";
+    }
+  }
+
+  const socket = new LiveSocket(client.deviceId, {
+    onStatus: (text) => statusLine && (statusLine.textContent = text),
+    onConnected: catchUp,
+    onEvent: async (frame) => {
+      if (frame.type === "message.new") {
+        const received = await client.open(frame);
+        await onMessage(received, { live: true });
+        acknowledge(received);
+      } else {
+        onEvent?.(frame);
+      }
+    },
+    onEnded: async (code, message) => {
+      if (statusLine) statusLine.textContent = ENDED[code] || message || "Disconnected.";
+      if (code === 4004 || code === 4005) {
+        // This browser's keys are of no more use: forget them, then set up again.
+        await forgetAccount(client.userId);
+        location.assign("/setup");
+      } else if (code === 4001 || code === 4006) {
+        location.assign("/login");
+      }
+    },
+  });
+  return socket;
+}

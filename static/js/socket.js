@@ -1,0 +1,99 @@
+// The live socket of this browser's device: reconnects with backoff, and says when it
+// (re)connected so the page can catch up by sync (the socket is a doorbell; the
+// database plus sync is what guarantees delivery: docs/realtime.md).
+
+const CLOSE_UNAUTHENTICATED = 4001;
+const CLOSE_UNKNOWN_DEVICE = 4004;
+const CLOSE_REVOKED = 4005;
+const CLOSE_LOGGED_OUT = 4006;
+const CLOSE_SUSPENDED = 4007;
+const HEARTBEAT_MS = 25_000;
+
+export class LiveSocket {
+  /** @param {string} deviceId  @param {{onEvent, onStatus, onConnected, onEnded}} handlers */
+  constructor(deviceId, handlers) {
+    this.deviceId = deviceId;
+    this.handlers = handlers;
+    this.attempt = 0;
+    this.ws = null;
+    this.stopped = false;
+    this.heartbeat = null;
+    this.connect();
+    // A laptop waking up or a network coming back: try at once, not after the backoff.
+    window.addEventListener("online", () => this.retryNow());
+  }
+
+  connect() {
+    if (this.stopped) return;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/?device=${encodeURIComponent(this.deviceId)}`);
+    this.ws = ws;
+    this.handlers.onStatus?.(this.attempt ? "Reconnecting…" : "Connecting…");
+    ws.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.type === "hello") {
+        this.attempt = 0;
+        this.handlers.onStatus?.("");
+        this.handlers.onConnected?.();
+        clearInterval(this.heartbeat);
+        this.heartbeat = setInterval(() => this.send({ type: "ping" }), HEARTBEAT_MS);
+        return;
+      }
+      if (frame.type === "closing") {
+        this.ending = frame;
+        return;
+      }
+      this.handlers.onEvent?.(frame);
+    };
+    ws.onclose = (event) => {
+      clearInterval(this.heartbeat);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      const code = event.code;
+      if ([CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_DEVICE, CLOSE_REVOKED, CLOSE_LOGGED_OUT, CLOSE_SUSPENDED].includes(code)) {
+        this.stopped = true;
+        this.handlers.onEnded?.(code, this.ending?.message || "");
+        return;
+      }
+      this.scheduleReconnect();
+    };
+  }
+
+  scheduleReconnect() {
+    if (this.stopped) return;
+    // 1 s, 2 s, 4 s … up to 30 s, with jitter so a restarted server is not hit by everyone at once.
+    const delay = Math.min(30_000, 1000 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
+    this.attempt += 1;
+    this.handlers.onStatus?.(`Offline. Reconnecting in ${Math.round(delay / 1000)} s…`);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  retryNow() {
+    if (this.stopped || this.ws) return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  /** Send a frame if connected; answers whether it went. */
+  send(frame) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  get connected() {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws?.close();
+  }
+}
