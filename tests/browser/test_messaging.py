@@ -132,3 +132,124 @@ def test_two_browsers_talk_live_restore_and_the_reference_client(site: Site) -> 
     # Nothing readable reached the server: no table, no log holds the marker.
     assert not [value for value in database_dump() if marker.encode() in value]
     assert marker not in site.server.log()
+
+
+def png_bytes() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
+    site: Site,
+) -> None:
+    from messaging.models import Attachment, Message, Report
+
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    alice = site.new_page()
+    sign_up(alice, "alice")
+    create_keys(alice)
+    bob = site.new_page()
+    sign_up(bob, "bob")
+    create_keys(bob)
+    # Bob follows Alice, so her message is not a request.
+    bob.goto("/@alice")
+    bob.get_by_role("button", name="Follow").click()
+    alice.goto("/@bob")
+    alice.get_by_role("button", name="Message").click()
+    open_conversation_ready(alice)
+    conversation_id = alice.locator("#conversation").get_attribute("data-conversation-id")
+    bob.goto(f"/c/{conversation_id}")
+    open_conversation_ready(bob)
+
+    send(alice, f"first draft {marker}")
+    drafted = bob.locator(".msg-theirs").filter(has_text=f"first draft {marker}")
+    expect(drafted).to_be_visible()
+    first = bob.locator(f"#{drafted.get_attribute('id')}")
+
+    # Reply: the quote shows what is answered.
+    first.get_by_role("button", name="Reply").click()
+    expect(bob.locator("#reply-preview")).to_contain_text(f"first draft {marker}")
+    send(bob, f"answering {marker}")
+    expect(alice.locator(".msg-theirs .msg-quote")).to_have_text(f"you: first draft {marker}")
+
+    # Edit: only the text changes, marked as edited, on both sides.
+    alice.locator(".msg-mine").first.get_by_role("button", name="Edit").click()
+    alice.get_by_label("Message", exact=True).fill(f"final text {marker}")
+    alice.get_by_label("Message", exact=True).press("Enter")
+    expect(first.locator(".msg-body")).to_have_text(f"final text {marker}")
+    expect(first.locator(".msg-edited")).to_be_visible()
+
+    # React.
+    first.get_by_role("button", name="React").click()
+    bob.get_by_role("button", name="👍").click()
+    expect(alice.locator(".msg-mine .msg-reactions").first).to_have_text("👍 1")
+
+    # Attachments: an image shown inline, a file to download; the server keeps ciphertext.
+    secret_file = f"file body {marker}".encode()
+    alice.locator("#attach").set_input_files(
+        [
+            {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()},
+            {"name": "notes.txt", "mimeType": "text/plain", "buffer": secret_file},
+        ]
+    )
+    send(alice, "two files")
+    image = bob.get_by_role("img", name="red.png")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") == 40
+    with bob.expect_download() as download:
+        bob.get_by_role("button", name=re.compile("Download notes.txt")).click()
+    assert download.value.suggested_filename == "notes.txt"
+    with open(download.value.path(), "rb") as downloaded:
+        assert downloaded.read() == secret_file
+    for attachment in Attachment.objects.all():
+        assert marker.encode() not in attachment.blob.read()
+    assert Attachment.objects.count() == 2
+    site.screenshot(bob, "conversation-features")
+
+    # Delete for everyone.
+    send(alice, f"oops {marker}")
+    oops = bob.locator(".msg-theirs").filter(has_text=f"oops {marker}")
+    expect(oops).to_be_visible()
+    alice.once("dialog", lambda dialog: dialog.accept())
+    alice.locator(".msg-mine").filter(has_text=f"oops {marker}").get_by_role(
+        "button", name="Delete for everyone"
+    ).click()
+    expect(bob.locator(".msg-deleted .msg-body")).to_have_text("This message was deleted.")
+
+    # Report with the franking proof: moderators get exactly the reported payload.
+    send(alice, "this one gets reported")
+    reported = bob.locator(".msg-theirs").filter(has_text="this one gets reported")
+    reported.get_by_role("button", name="Report").click()
+    bob.get_by_label("Reason").select_option("spam")
+    bob.locator("#report-dialog").get_by_role("button", name="Report").click()
+    expect(bob.locator("#connection")).to_have_text(re.compile("Reported"))
+    report = Report.objects.get()
+    assert report.verified and "this one gets reported" in report.content
+
+    # Disappearing messages: the timer applies to what is sent next.
+    alice.get_by_label("Disappearing messages").select_option("30")
+    expect(alice.locator("#connection")).to_have_text(re.compile("disappear"))
+    send(alice, "gone soon")
+    expect(bob.locator(".msg-theirs").filter(has_text="gone soon")).to_be_visible()
+    assert Message.objects.filter(expires_at__isnull=False).count() == 1
+
+    # Safety numbers: the same 60 digits on both sides, with a QR code; mark verified.
+    alice.goto("/settings/safety")
+    bob.goto("/settings/safety")
+    expect(alice.locator("body[data-ready='1']")).to_be_attached()
+    expect(bob.locator("body[data-ready='1']")).to_be_attached()
+    alice_number = alice.locator(".safety-number").inner_text()
+    assert re.fullmatch(r"(\d{5} ){11}\d{5}", alice_number)
+    assert bob.locator(".safety-number").inner_text() == alice_number
+    expect(alice.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    alice.get_by_role("button", name="Mark as verified").click()
+    expect(alice.locator(".verified-state")).to_have_text("✓ Verified")
+    site.screenshot(alice, "settings-safety")
+
+    assert not [value for value in database_dump() if marker.encode() in value]
+    assert marker not in site.server.log()
