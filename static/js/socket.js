@@ -8,6 +8,9 @@ const CLOSE_REVOKED = 4005;
 const CLOSE_LOGGED_OUT = 4006;
 const CLOSE_SUSPENDED = 4007;
 const HEARTBEAT_MS = 25_000;
+// No frame at all (not even the pong) this long after a ping: the connection is dead
+// even if the browser has not noticed yet (a sleeping laptop, a NAT that forgot us).
+const DEAD_AFTER_MS = 10_000;
 
 export class LiveSocket {
   /** @param {string} deviceId  @param {{onEvent, onStatus, onConnected, onEnded}} handlers */
@@ -21,6 +24,8 @@ export class LiveSocket {
     this.connect();
     // A laptop waking up or a network coming back: try at once, not after the backoff.
     window.addEventListener("online", () => this.retryNow());
+    // The browser knows the network is gone: say so now rather than at the next ping.
+    window.addEventListener("offline", () => this.drop());
   }
 
   connect() {
@@ -30,6 +35,7 @@ export class LiveSocket {
     this.ws = ws;
     this.handlers.onStatus?.(this.attempt ? "Reconnecting…" : "Connecting…");
     ws.onmessage = (event) => {
+      this.lastFrameAt = Date.now();
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -41,7 +47,7 @@ export class LiveSocket {
         this.handlers.onStatus?.("");
         this.handlers.onConnected?.();
         clearInterval(this.heartbeat);
-        this.heartbeat = setInterval(() => this.send({ type: "ping" }), HEARTBEAT_MS);
+        this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS);
         return;
       }
       if (frame.type === "closing") {
@@ -62,6 +68,25 @@ export class LiveSocket {
       }
       this.scheduleReconnect();
     };
+  }
+
+  ping() {
+    const sentAt = Date.now();
+    if (!this.send({ type: "ping" })) return;
+    setTimeout(() => {
+      if (this.ws && (this.lastFrameAt || 0) < sentAt) this.drop();
+    }, DEAD_AFTER_MS);
+  }
+
+  /** Give up on the current connection and reconnect with backoff. */
+  drop() {
+    const ws = this.ws;
+    if (!ws || this.stopped) return;
+    this.ws = null;
+    clearInterval(this.heartbeat);
+    ws.onclose = null;
+    ws.close();
+    this.scheduleReconnect();
   }
 
   scheduleReconnect() {
