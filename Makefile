@@ -10,15 +10,15 @@ PORT ?= 8000
 SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/parley \
 	REDIS_URL=redis://127.0.0.1:6379/1 CACHE_REDIS_URL=redis://127.0.0.1:6379/2
 
-.PHONY: run test test-services lint format requirements static migrate services-up clean
+.PHONY: run test test-services lint format requirements static migrate services-up browser-up clean
 
 run: $(VENV)/.runtime static migrate
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-test: $(VENV)/.dev static
+test: $(VENV)/.dev static browser-up
 	DJANGO_ENV=test $(BIN)/pytest
 
-test-services: $(VENV)/.dev static services-up
+test-services: $(VENV)/.dev static services-up browser-up
 	DJANGO_ENV=test $(SERVICES_ENV) $(BIN)/pytest
 
 lint: $(VENV)/.dev
@@ -69,6 +69,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 
 services-up:
 	scripts/services-up.sh
+
+# Debian's Chromium, for the browser tests.
+browser-up:
+	scripts/browser-up.sh
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor var
