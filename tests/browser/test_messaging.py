@@ -6,7 +6,7 @@ import re
 import uuid
 
 from parley_client.client import ParleyClient
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from common.testing import database_dump
 from tests.browser.conftest import Site
@@ -191,12 +191,11 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
 
     # Attachments: an image shown inline, a file to download; the server keeps ciphertext.
     secret_file = f"file body {marker}".encode()
-    alice.locator("#attach").set_input_files(
-        [
-            {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()},
-            {"name": "notes.txt", "mimeType": "text/plain", "buffer": secret_file},
-        ]
-    )
+    files: list[FilePayload] = [
+        {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()},
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": secret_file},
+    ]
+    alice.locator("#attach").set_input_files(files)
     send(alice, "two files")
     image = bob.get_by_role("img", name="red.png")
     expect(image).to_be_visible()
