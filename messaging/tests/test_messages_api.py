@@ -443,3 +443,35 @@ def test_creating_a_group_costs_the_same_queries_for_any_size() -> None:
     small = create([p.user.handle for p in others[:2]])
     large = create([p.user.handle for p in others])
     assert large == small, "no query per member"
+
+
+def test_receipts_show_delivered_and_read_marks_only_as_members_allow(pair) -> None:
+    alice, bob, conversation_id = pair
+    second_phone = bob.add_phone()
+    for _ in range(3):
+        send(alice, conversation_id, [alice, bob])
+    url = f"/api/v1/conversations/{conversation_id}/receipts"
+    assert alice.phones[0].api.get(url).json()["results"] == [
+        {"user_id": str(bob.user.pk), "delivered_seq": 0, "read_seq": 0}
+    ]
+    second_phone.api.post(
+        f"/api/v1/conversations/{conversation_id}/delivered", {"seq": 3}, format="json"
+    )
+    bob.phones[0].api.post(
+        f"/api/v1/conversations/{conversation_id}/delivered", {"seq": 1}, format="json"
+    )
+    bob.phones[0].api.post(
+        f"/api/v1/conversations/{conversation_id}/read", {"seq": 2}, format="json"
+    )
+    # Delivered is the furthest device; read is the user's.
+    assert alice.phones[0].api.get(url).json()["results"] == [
+        {"user_id": str(bob.user.pk), "delivered_seq": 3, "read_seq": 2}
+    ]
+    # Bob turns read receipts off: his read mark is no longer shown.
+    User.objects.filter(pk=bob.user.pk).update(send_read_receipts=False)
+    assert alice.phones[0].api.get(url).json()["results"][0]["read_seq"] is None
+    # Outsiders learn nothing, not even that the conversation exists.
+    outsider = person("outsider")
+    response = outsider.phones[0].api.get(url)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "conversation_not_found"
