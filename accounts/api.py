@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth import logout, update_session_auth_hash
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -18,6 +19,7 @@ from accounts.authentication import request_token
 from accounts.models import ApiToken, KeyBackup, SecurityEvent, User
 from accounts.serializers import (
     AuthResultSerializer,
+    DeviceLinkSerializer,
     DeviceSerializer,
     HistoryKeySerializer,
     KeyBackupSerializer,
@@ -468,3 +470,222 @@ class DeviceRevokeApi(BaseApi):
     def delete(self, request: Request, device_id: uuid.UUID) -> Response:
         device = services.device_revoke(user=current_user(request), device_id=device_id)
         return Response(DeviceSerializer(device).data)
+
+
+# --- Linking a new device (docs/keys-and-devices.md, "Linking a device") ---------------------
+
+LINK_DEVICE_PARAMETER = OpenApiParameter(
+    "device", OpenApiTypes.UUID, required=False,
+    description="Your existing device; implied by a token bound to a device.",
+)  # fmt: skip
+
+
+def _session_key(request: Request) -> str | None:
+    """The website session's key, when the request is not made with a token."""
+    if request_token(request) is not None:
+        return None
+    key: str | None = request.session.session_key
+    return key
+
+
+class DeviceLinkListApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class DeviceLinkCreateInputSerializer(serializers.Serializer):
+        commitment = B64uField(
+            length=32, help_text="mac(key = new_nonce, data = parley/link/v1 signing input)."
+        )
+
+    @extend_schema(
+        parameters=[LINK_DEVICE_PARAMETER],
+        responses={200: DeviceLinkSerializer(many=True)},
+        tags=["devices"],
+    )
+    def get(self, request: Request) -> Response:
+        """Links in progress, for an existing device to answer."""
+        user = current_user(request)
+        selectors.device_for_caller(
+            user=user, token=request_token(request), named=request.query_params.get("device")
+        )
+        return paginated_response(
+            self, request, selectors.device_links_open(user=user), DeviceLinkSerializer
+        )
+
+    @extend_schema(
+        request=DeviceLinkCreateInputSerializer,
+        responses={201: DeviceLinkSerializer},
+        tags=["devices"],
+    )
+    def post(self, request: Request) -> Response:
+        """Step 1, on the new device: commit to its keys."""
+        data = self.DeviceLinkCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        link = services.device_link_request(
+            user=current_user(request),
+            commitment=data.validated_data["commitment"],
+            token=request_token(request),
+            session_key=_session_key(request),
+        )
+        return Response(DeviceLinkSerializer(link).data, status=status.HTTP_201_CREATED)
+
+
+class DeviceLinkApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    @extend_schema(
+        parameters=[LINK_DEVICE_PARAMETER], responses={200: DeviceLinkSerializer}, tags=["devices"]
+    )
+    def get(self, request: Request, link_id: uuid.UUID) -> Response:
+        """Poll a link: the new device that asked for it, or an existing device."""
+        link = selectors.device_link_get(
+            user=current_user(request),
+            link_id=link_id,
+            token=request_token(request),
+            session_key=_session_key(request),
+            named_device=request.query_params.get("device"),
+        )
+        return Response(DeviceLinkSerializer(link).data)
+
+    @extend_schema(responses={204: None}, tags=["devices"])
+    def delete(self, request: Request, link_id: uuid.UUID) -> Response:
+        """Cancel, on the new device."""
+        services.device_link_cancel(
+            user=current_user(request),
+            link_id=link_id,
+            token=request_token(request),
+            session_key=_session_key(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DeviceLinkChallengeApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class DeviceLinkChallengeInputSerializer(serializers.Serializer):
+        device = serializers.UUIDField(
+            required=False, help_text="Your existing device; implied by a bound token."
+        )
+        nonce = B64uField(length=32, help_text="32 random bytes, drawn after seeing the link.")
+
+    @extend_schema(
+        request=DeviceLinkChallengeInputSerializer,
+        responses={200: DeviceLinkSerializer},
+        tags=["devices"],
+    )
+    def post(self, request: Request, link_id: uuid.UUID) -> Response:
+        """Step 2, on an existing device: answer a pending link with a nonce."""
+        data = self.DeviceLinkChallengeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, token = current_user(request), request_token(request)
+        link = services.device_link_challenge(
+            user=user,
+            link_id=link_id,
+            device=selectors.device_for_caller(
+                user=user, token=token, named=data.validated_data.get("device")
+            ),
+            nonce=data.validated_data["nonce"],
+            token=token,
+            session_key=_session_key(request),
+        )
+        return Response(DeviceLinkSerializer(link).data)
+
+
+class DeviceLinkRevealApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class DeviceLinkRevealInputSerializer(serializers.Serializer):
+        device_id = serializers.UUIDField()
+        name = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+        sign_pub = B64uField(length=32)
+        box_pub = B64uField(length=32)
+        created_at = serializers.IntegerField(min_value=0, max_value=2**53)
+        nonce = B64uField(length=32, help_text="The new_nonce the commitment was made with.")
+
+    @extend_schema(
+        request=DeviceLinkRevealInputSerializer,
+        responses={200: DeviceLinkSerializer},
+        tags=["devices"],
+    )
+    def post(self, request: Request, link_id: uuid.UUID) -> Response:
+        """Step 3, on the new device: reveal the committed keys and nonce."""
+        data = self.DeviceLinkRevealInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        link = services.device_link_reveal(
+            user=current_user(request),
+            link_id=link_id,
+            token=request_token(request),
+            session_key=_session_key(request),
+            device_id=values["device_id"],
+            name=values["name"],
+            sign_public_key=values["sign_pub"],
+            box_public_key=values["box_pub"],
+            created_at=values["created_at"],
+            nonce=values["nonce"],
+        )
+        return Response(DeviceLinkSerializer(link).data)
+
+
+class DeviceLinkApproveApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class DeviceLinkApproveInputSerializer(serializers.Serializer):
+        device = serializers.UUIDField(
+            required=False, help_text="Your existing device; implied by a bound token."
+        )
+        certificate = B64uField(length=64, help_text="The AIK's certificate of the new device.")
+        # A sealed box adds 48 bytes to a non-empty plaintext.
+        bundle = B64uField(min_length=49, max_length=services.LINK_BUNDLE_MAX_BYTES)
+
+    @extend_schema(
+        request=DeviceLinkApproveInputSerializer,
+        responses={200: DeviceLinkSerializer},
+        tags=["devices"],
+    )
+    def post(self, request: Request, link_id: uuid.UUID) -> Response:
+        """Step 5, on the existing device that showed the code: certify the new device."""
+        data = self.DeviceLinkApproveInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, token = current_user(request), request_token(request)
+        link = services.device_link_approve(
+            user=user,
+            link_id=link_id,
+            device=selectors.device_for_caller(
+                user=user, token=token, named=data.validated_data.get("device")
+            ),
+            certificate=data.validated_data["certificate"],
+            bundle=data.validated_data["bundle"],
+            token=token,
+            session_key=_session_key(request),
+        )
+        return Response(DeviceLinkSerializer(link).data)
+
+
+class DeviceLinkDenyApi(BaseApi):
+    throttle_scope = "keys_write"
+
+    class DeviceLinkDenyInputSerializer(serializers.Serializer):
+        device = serializers.UUIDField(
+            required=False, help_text="Your existing device; implied by a bound token."
+        )
+
+    @extend_schema(
+        request=DeviceLinkDenyInputSerializer,
+        responses={200: DeviceLinkSerializer},
+        tags=["devices"],
+    )
+    def post(self, request: Request, link_id: uuid.UUID) -> Response:
+        """On an existing device: refuse the link."""
+        data = self.DeviceLinkDenyInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, token = current_user(request), request_token(request)
+        link = services.device_link_deny(
+            user=user,
+            link_id=link_id,
+            device=selectors.device_for_caller(
+                user=user, token=token, named=data.validated_data.get("device")
+            ),
+            token=token,
+            session_key=_session_key(request),
+        )
+        return Response(DeviceLinkSerializer(link).data)

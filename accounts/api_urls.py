@@ -27,4 +27,26 @@ urlpatterns = [
     path("keys/backup", api.KeyBackupApi.as_view(), name="key-backup"),
     path("devices", api.DeviceListApi.as_view(), name="devices"),
     path("devices/<uuid:device_id>", api.DeviceRevokeApi.as_view(), name="device"),
+    path("devices/links", api.DeviceLinkListApi.as_view(), name="device-links"),
+    path("devices/links/<uuid:link_id>", api.DeviceLinkApi.as_view(), name="device-link"),
+    path(
+        "devices/links/<uuid:link_id>/challenge",
+        api.DeviceLinkChallengeApi.as_view(),
+        name="device-link-challenge",
+    ),
+    path(
+        "devices/links/<uuid:link_id>/reveal",
+        api.DeviceLinkRevealApi.as_view(),
+        name="device-link-reveal",
+    ),
+    path(
+        "devices/links/<uuid:link_id>/approve",
+        api.DeviceLinkApproveApi.as_view(),
+        name="device-link-approve",
+    ),
+    path(
+        "devices/links/<uuid:link_id>/deny",
+        api.DeviceLinkDenyApi.as_view(),
+        name="device-link-deny",
+    ),
 ]

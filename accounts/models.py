@@ -5,6 +5,7 @@ See docs/accounts.md and docs/keys-and-devices.md.
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -295,6 +296,114 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class DeviceLink(models.Model):
+    """A new device asking to be certified by one the user already has, with a short
+    code compared on both (commit-reveal). See docs/keys-and-devices.md, "Linking a
+    device". The rows are the link's whole state: events only ring the doorbell."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for an existing device"
+        CHALLENGED = "challenged", "Waiting for the new device's keys"
+        REVEALED = "revealed", "Waiting for the user to compare the codes"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN_STATES: ClassVar[tuple[str, ...]] = (State.PENDING, State.CHALLENGED, State.REVEALED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="device_links")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # mac(key = new_nonce, data = link input): fixes the new device's keys before it
+    # sees the existing device's nonce.
+    commitment = models.BinaryField(max_length=32)
+    # Who asked, and alone may reveal, cancel and poll: an API token, or else the
+    # SHA-256 (hex) of the website session key (never the key itself).
+    requester_token = models.ForeignKey(
+        ApiToken, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    requester_session = models.CharField(max_length=64, blank=True)
+    challenger = models.ForeignKey(
+        Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    existing_nonce = models.BinaryField(max_length=32, null=True, blank=True)
+    # What the new device revealed: its nonce and the keys of its certificate.
+    new_nonce = models.BinaryField(max_length=32, null=True, blank=True)
+    new_device_id = models.UUIDField(null=True, blank=True)
+    name = models.CharField(max_length=64, blank=True)
+    sign_public_key = models.BinaryField(max_length=32, null=True, blank=True)
+    box_public_key = models.BinaryField(max_length=32, null=True, blank=True)
+    device_created_at = models.BigIntegerField(
+        null=True, blank=True, help_text="Unix seconds, as the new device certifies it."
+    )
+    # Set on approval: the AIK's certificate, the AIK and HK sealed to the new device's
+    # box key (opaque to the server), the device made, and the device that approved.
+    certificate = models.BinaryField(max_length=64, null=True, blank=True)
+    bundle = models.BinaryField(max_length=1024, null=True, blank=True)
+    device = models.ForeignKey(
+        Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        constraints = [
+            # One link in progress per user: a new request cancels the older one.
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(state__in=["pending", "challenged", "revealed"]),
+                name="device_link_one_open",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(requester_token__isnull=False, requester_session="")
+                    | (models.Q(requester_token__isnull=True) & ~models.Q(requester_session=""))
+                ),
+                name="device_link_one_requester",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(state__in=["pending", "denied", "cancelled"])
+                    | models.Q(existing_nonce__isnull=False)
+                ),
+                name="device_link_challenged_has_nonce",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(state__in=["pending", "challenged", "denied", "cancelled"])
+                    | models.Q(
+                        new_nonce__isnull=False,
+                        new_device_id__isnull=False,
+                        sign_public_key__isnull=False,
+                        box_public_key__isnull=False,
+                        device_created_at__isnull=False,
+                    )
+                ),
+                name="device_link_revealed_has_keys",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    ~models.Q(state="approved")
+                    | models.Q(certificate__isnull=False, bundle__isnull=False)
+                ),
+                name="device_link_approved_has_bundle",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"device link {self.pk} of {self.user_id} ({self.state})"
+
+    def is_gone(self, now: datetime) -> bool:
+        """Past its ten minutes. An approved link stays, so the new device can still
+        fetch its bundle after a slow last poll."""
+        return self.state != self.State.APPROVED and self.expires_at <= now
 
 
 class SecurityEvent(models.Model):

@@ -7,17 +7,22 @@ The rules (docs/accounts.md, "Privacy"):
 - call_policy: everyone / people I follow / mutual follows / nobody.
 """
 
+import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from accounts.models import (
     HANDLE_RE,
+    ApiToken,
     Block,
     CallPolicy,
     Device,
+    DeviceLink,
     DmPolicy,
     Follow,
     HistoryKey,
@@ -25,7 +30,7 @@ from accounts.models import (
     Mute,
     User,
 )
-from common.errors import ApplicationError, NotFound
+from common.errors import ApplicationError, NotFound, PermissionDenied
 
 
 @dataclass(frozen=True)
@@ -295,3 +300,94 @@ def key_directory_get(
     ):
         raise NotFound("user_not_found", "No such user.", field="handle" if handle else "user_id")
     return user
+
+
+# --- Device links (docs/keys-and-devices.md, "Linking a device") -----------------------------
+
+
+def session_key_digest(session_key: str) -> str:
+    """What a link keeps of the website session that asked for it: a SHA-256, never the
+    key (a credential) itself."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def device_for_caller(*, user: User, token: ApiToken | None, named: object | None) -> Device:
+    """The caller's own active device: a bound token's device (naming another is
+    refused), otherwise the one named (a website session or an unbound token). The
+    same rule as ``messaging.selectors.device_for_reading``."""
+    if token is not None and token.device_id is not None:
+        if named and str(named) != str(token.device_id):
+            raise ApplicationError(
+                "wrong_device", "This token belongs to another device.", field="device"
+            )
+        device_id: uuid.UUID | None = token.device_id
+    else:
+        try:
+            device_id = uuid.UUID(str(named)) if named else None
+        except ValueError as exc:
+            raise ApplicationError("invalid", "Not a device id.", field="device") from exc
+    if device_id is None:
+        raise ApplicationError("required", "Name your device.", field="device")
+    device = device_get_active(user=user, device_id=device_id)
+    if device is None:
+        raise NotFound("device_not_found", "That is not an active device of yours.", field="device")
+    return device
+
+
+def device_link_is_requester(
+    *, link: DeviceLink, token: ApiToken | None, session_key: str | None
+) -> bool:
+    """Whether the request comes from the token or website session that asked for the link."""
+    if link.requester_token_id is not None:
+        return token is not None and token.pk == link.requester_token_id
+    if token is not None or not session_key:
+        return False
+    return hmac.compare_digest(session_key_digest(session_key), link.requester_session)
+
+
+def device_link_check_live(*, link: DeviceLink) -> None:
+    """410 for a link past its ten minutes (an approved one never is)."""
+    if link.is_gone(timezone.now()):
+        raise ApplicationError(
+            "link_expired",
+            "This link has expired. Start again on the new device.",
+            field="link_id",
+            status_code=410,
+        )
+
+
+def device_link_get(
+    *,
+    user: User,
+    link_id: uuid.UUID,
+    token: ApiToken | None,
+    session_key: str | None,
+    named_device: object | None,
+) -> DeviceLink:
+    """A link as one of its two sides sees it: the token or session that asked for it
+    (polling), or an active device of the same user (to read the revealed keys).
+
+    Another user's link is 404, never 403: its existence does not leak. An expired
+    link is 410.
+    """
+    link = DeviceLink.objects.filter(pk=link_id, user=user).first()
+    if link is None:
+        raise NotFound("link_not_found", "No such link.", field="link_id")
+    device_link_check_live(link=link)
+    if device_link_is_requester(link=link, token=token, session_key=session_key):
+        return link
+    if named_device or (token is not None and token.device_id is not None):
+        device_for_caller(user=user, token=token, named=named_device)
+        return link
+    raise PermissionDenied(
+        "not_link_party",
+        "Only the new device that asked for this link, or one of your devices, can see it.",
+        field="device",
+    )
+
+
+def device_links_open(*, user: User) -> QuerySet[DeviceLink]:
+    """The user's links still in progress (at most one), for their existing devices."""
+    return DeviceLink.objects.filter(
+        user=user, state__in=DeviceLink.OPEN_STATES, expires_at__gt=timezone.now()
+    ).order_by("-requested_at")

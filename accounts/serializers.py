@@ -7,9 +7,11 @@ owner's own ``/me``. Key material travels as unpadded base64url.
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import (
+    DeviceLink,
     HistoryKey,
     IdentityKey,
     KeyBackup,
@@ -177,3 +179,45 @@ class SecurityEventSerializer(serializers.Serializer):
     description = serializers.CharField(source="get_kind_display")
     device_id = serializers.UUIDField(allow_null=True)
     created_at = serializers.DateTimeField()
+
+
+class DeviceLinkRevealedSerializer(serializers.Serializer):
+    """What the new device revealed: its nonce and the keys its certificate will name."""
+
+    device_id = serializers.UUIDField(source="new_device_id")
+    name = serializers.CharField()
+    sign_pub = B64uField(source="sign_public_key")
+    box_pub = B64uField(source="box_public_key")
+    created_at = serializers.IntegerField(source="device_created_at")
+    nonce = B64uField(source="new_nonce")
+
+
+class DeviceLinkSerializer(serializers.Serializer):
+    """A device link as both of its sides see it (docs/keys-and-devices.md)."""
+
+    id = serializers.UUIDField()
+    # Not a ChoiceField: an enum named "State" in the schema would collide with others.
+    state = serializers.CharField(
+        help_text="pending, challenged, revealed, approved, denied or cancelled."
+    )
+    requested_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    commitment = B64uField()
+    challenger_device = serializers.UUIDField(source="challenger_id", allow_null=True)
+    existing_nonce = B64uField(allow_null=True)
+    revealed = serializers.SerializerMethodField()
+    device_id = serializers.UUIDField(
+        allow_null=True, help_text="The device registered on approval."
+    )
+    approved_by = serializers.UUIDField(source="approved_by_id", allow_null=True)
+    certificate = B64uField(allow_null=True)
+    bundle = B64uField(
+        allow_null=True,
+        help_text="crypto_box_seal of {aik_seed, hk_secret} to the new device's box key.",
+    )
+
+    @extend_schema_field(DeviceLinkRevealedSerializer(allow_null=True))
+    def get_revealed(self, link: DeviceLink) -> dict[str, Any] | None:
+        if link.new_device_id is None:
+            return None
+        return dict(DeviceLinkRevealedSerializer(link).data)

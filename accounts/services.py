@@ -4,12 +4,14 @@ docs/keys-and-devices.md.
 """
 
 import hashlib
+import hmac
 import io
 import logging
 import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
@@ -20,6 +22,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from nacl.encoding import RawEncoder
+from nacl.hash import blake2b
 from PIL import Image, UnidentifiedImageError
 
 from accounts import crypto
@@ -29,6 +33,7 @@ from accounts.models import (
     Block,
     CallPolicy,
     Device,
+    DeviceLink,
     DmPolicy,
     Follow,
     HistoryKey,
@@ -38,7 +43,14 @@ from accounts.models import (
     SecurityEvent,
     User,
 )
-from accounts.selectors import contact_ids, user_get_by_login
+from accounts.selectors import (
+    contact_ids,
+    device_link_check_live,
+    device_link_is_requester,
+    session_key_digest,
+    user_get_by_login,
+)
+from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -622,6 +634,35 @@ def device_register(
     The registering API token, if any, is bound to the device: from then on it
     speaks for that device alone. Stores nothing unless every check passes.
     """
+    return _device_add(
+        user=user,
+        device_id=device_id,
+        name=name,
+        sign_public_key=sign_public_key,
+        box_public_key=box_public_key,
+        created_at=created_at,
+        certificate=certificate,
+        token=token,
+    )
+
+
+def _device_add(
+    *,
+    user: User,
+    device_id: uuid.UUID,
+    name: str,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+    certificate: bytes,
+    token: ApiToken | None,
+) -> Device:
+    """Every check and write of adding a device, in the caller's transaction: by the
+    device itself (``device_register``) or by an existing one (``device_link_approve``).
+
+    Locks the current AIK row, so that a concurrent identity key reset cannot slip in
+    between the signature check and the insert.
+    """
     identity_key = _current_identity_key(user, lock=True)
     if identity_key is None:
         raise Conflict(
@@ -796,3 +837,358 @@ def key_backup_put(
         },
     )
     return backup
+
+
+# --- Linking a new device from an existing one -----------------------------------------------
+#
+# PROTOCOL.md section 2 (b), with a commitment so that the server cannot swap in keys
+# of its own after seeing the nonces. docs/keys-and-devices.md, "Linking a device".
+
+LINK_LABEL = "parley/link/v1"
+LINK_LIFETIME = timedelta(minutes=10)
+LINK_BUNDLE_MAX_BYTES = 1024
+
+
+def link_input(
+    *,
+    user_id: uuid.UUID,
+    device_id: uuid.UUID,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+) -> bytes:
+    """``parley/link/v1\\n{user_id}\\n{device_id}\\n{sign_pub}\\n{box_pub}\\n{created_at}``."""
+    return signing_input(
+        LINK_LABEL,
+        str(user_id),
+        str(device_id),
+        b64u_encode(sign_public_key),
+        b64u_encode(box_public_key),
+        created_at,
+    )
+
+
+def link_commitment(
+    *,
+    new_nonce: bytes,
+    user_id: uuid.UUID,
+    device_id: uuid.UUID,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+) -> bytes:
+    """``mac(key = new_nonce, data = link input)``: keyed BLAKE2b-256."""
+    data = link_input(
+        user_id=user_id,
+        device_id=device_id,
+        sign_public_key=sign_public_key,
+        box_public_key=box_public_key,
+        created_at=created_at,
+    )
+    return blake2b(data, key=new_nonce, digest_size=32, encoder=RawEncoder)
+
+
+def _link_event(link: DeviceLink, what: str, **extra: Any) -> None:
+    publish_on_commit(
+        user_ids=[link.user_id],
+        event={"type": f"device.link_{what}", "link_id": str(link.pk), **extra},
+    )
+
+
+def _link_locked(*, user: User, link_id: uuid.UUID) -> DeviceLink:
+    """The user's link, its row locked (``select_for_update``) until the transaction
+    ends, so that two transitions of one link run one after the other and the second
+    sees the first's state. 404 for anyone else's link, 410 once expired."""
+    link = DeviceLink.objects.select_for_update().filter(pk=link_id, user=user).first()
+    if link is None:
+        raise NotFound("link_not_found", "No such link.", field="link_id")
+    device_link_check_live(link=link)
+    return link
+
+
+def _link_check_state(link: DeviceLink, *states: str, action: str) -> None:
+    if link.state not in states:
+        raise Conflict(
+            "wrong_state",
+            f"This link is {link.state}: it cannot be {action} now.",
+            field="link_id",
+            extra={"state": link.state},
+        )
+
+
+def _link_check_requester(
+    link: DeviceLink, *, token: ApiToken | None, session_key: str | None
+) -> None:
+    if not device_link_is_requester(link=link, token=token, session_key=session_key):
+        raise PermissionDenied(
+            "not_requester",
+            "Only the new device that asked for this link can do that.",
+            field="link_id",
+        )
+
+
+def _link_check_existing_side(
+    link: DeviceLink, *, device: Device, token: ApiToken | None, session_key: str | None
+) -> None:
+    """An action of the existing device: never from the new device's own sign-in."""
+    if (
+        device.user_id != link.user_id
+        or device.revoked_at is not None
+        or device.pk == link.new_device_id
+        or device_link_is_requester(link=link, token=token, session_key=session_key)
+    ):
+        raise PermissionDenied(
+            "wrong_party",
+            "Answer this link from one of your other devices, not from the new one.",
+            field="device",
+        )
+
+
+@transaction.atomic
+def device_link_request(
+    *, user: User, commitment: bytes, token: ApiToken | None, session_key: str | None
+) -> DeviceLink:
+    """Step 1, on the new device: open a link with the commitment to its keys.
+
+    The link remembers who asked (the token, or a digest of the website session), as
+    only that sign-in may reveal, cancel and poll. An older link still in progress is
+    cancelled: one at a time per user. Locks the user row so that two requests at once
+    leave one open link.
+    """
+    if token is not None:
+        if token.device_id is not None:
+            raise Conflict(
+                "token_has_device",
+                "This token already speaks for a device; sign in again on the new device.",
+            )
+        session_digest = ""
+    elif session_key:
+        session_digest = session_key_digest(session_key)
+    else:
+        raise PermissionDenied("session_required", "Sign in on the new device first.")
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    if _current_identity_key(user) is None:
+        raise Conflict(
+            "identity_key_missing",
+            "This account has no identity key yet: set up keys instead of linking.",
+        )
+    if not Device.objects.filter(user=user, revoked_at__isnull=True).exists():
+        raise Conflict(
+            "no_device",
+            "You have no device to approve this from: restore your backup instead.",
+        )
+    now = timezone.now()
+    for older in DeviceLink.objects.select_for_update().filter(
+        user=user, state__in=DeviceLink.OPEN_STATES
+    ):
+        was_live = not older.is_gone(now)
+        older.state = DeviceLink.State.CANCELLED
+        older.closed_at = now
+        older.save(update_fields=["state", "closed_at"])
+        if was_live:
+            _link_event(older, "cancelled")
+    link = DeviceLink.objects.create(
+        user=user,
+        commitment=commitment,
+        requester_token=token,
+        requester_session=session_digest,
+        requested_at=now,
+        expires_at=now + LINK_LIFETIME,
+    )
+    _link_event(link, "requested", expires_at=link.expires_at.isoformat())
+    return link
+
+
+@transaction.atomic
+def device_link_challenge(
+    *,
+    user: User,
+    link_id: uuid.UUID,
+    device: Device,
+    nonce: bytes,
+    token: ApiToken | None,
+    session_key: str | None,
+) -> DeviceLink:
+    """Step 2, on an existing device: answer a pending link with a fresh nonce. The
+    link row is locked (``_link_locked``)."""
+    link = _link_locked(user=user, link_id=link_id)
+    _link_check_existing_side(link, device=device, token=token, session_key=session_key)
+    _link_check_state(link, DeviceLink.State.PENDING, action="challenged")
+    link.state = DeviceLink.State.CHALLENGED
+    link.challenger = device
+    link.existing_nonce = nonce
+    link.save(update_fields=["state", "challenger", "existing_nonce"])
+    _link_event(link, "challenged", device_id=str(device.pk))
+    return link
+
+
+@transaction.atomic
+def device_link_reveal(
+    *,
+    user: User,
+    link_id: uuid.UUID,
+    token: ApiToken | None,
+    session_key: str | None,
+    device_id: uuid.UUID,
+    name: str,
+    sign_public_key: bytes,
+    box_public_key: bytes,
+    created_at: int,
+    nonce: bytes,
+) -> DeviceLink:
+    """Step 3, on the new device: reveal its keys and nonce. Refused, changing
+    nothing, unless they are exactly what the commitment fixed. The link row is
+    locked (``_link_locked``)."""
+    link = _link_locked(user=user, link_id=link_id)
+    _link_check_requester(link, token=token, session_key=session_key)
+    _link_check_state(link, DeviceLink.State.CHALLENGED, action="revealed")
+    if not crypto.is_valid_ed25519_public_key(sign_public_key):
+        raise ApplicationError(
+            "invalid_key", "That is not an Ed25519 public key.", field="sign_pub"
+        )
+    expected = link_commitment(
+        new_nonce=nonce,
+        user_id=user.pk,
+        device_id=device_id,
+        sign_public_key=sign_public_key,
+        box_public_key=box_public_key,
+        created_at=created_at,
+    )
+    if not hmac.compare_digest(expected, bytes(link.commitment)):
+        raise ApplicationError(
+            "commitment_mismatch",
+            "These keys and nonce are not the ones this link committed to.",
+            field="nonce",
+        )
+    if Device.objects.filter(pk=device_id).exists():
+        raise Conflict("device_exists", "A device with this id already exists.", field="device_id")
+    if token is not None and token.device_id is not None:
+        raise Conflict(
+            "token_has_device",
+            "This token already speaks for a device; sign in again on the new device.",
+        )
+    link.state = DeviceLink.State.REVEALED
+    link.new_nonce = nonce
+    link.new_device_id = device_id
+    link.name = name.strip()[:64]
+    link.sign_public_key = sign_public_key
+    link.box_public_key = box_public_key
+    link.device_created_at = created_at
+    link.save(
+        update_fields=[
+            "state", "new_nonce", "new_device_id", "name", "sign_public_key",
+            "box_public_key", "device_created_at",
+        ]
+    )  # fmt: skip
+    _link_event(link, "revealed")
+    return link
+
+
+@transaction.atomic
+def device_link_approve(
+    *,
+    user: User,
+    link_id: uuid.UUID,
+    device: Device,
+    certificate: bytes,
+    bundle: bytes,
+    token: ApiToken | None,
+    session_key: str | None,
+) -> DeviceLink:
+    """Step 5, on the existing device that showed the code, once the user said the
+    codes match: register the new device from its revealed keys with the AIK's
+    certificate (the same checks as ``device_register``), bind the new device's token
+    to it, and keep the sealed bundle for it to fetch.
+
+    The link row is locked (``_link_locked``), so of two approvals one registers the
+    device and the other finds the link approved.
+    """
+    link = _link_locked(user=user, link_id=link_id)
+    _link_check_existing_side(link, device=device, token=token, session_key=session_key)
+    _link_check_state(link, DeviceLink.State.REVEALED, action="approved")
+    if link.challenger_id != device.pk:
+        raise PermissionDenied(
+            "not_challenger",
+            "Approve from the device that showed the code.",
+            field="device",
+        )
+    if len(bundle) > LINK_BUNDLE_MAX_BYTES:
+        raise ApplicationError(
+            "max_length", f"At most {LINK_BUNDLE_MAX_BYTES} bytes.", field="bundle"
+        )
+    if (
+        link.new_device_id is None
+        or link.sign_public_key is None
+        or link.box_public_key is None
+        or link.device_created_at is None
+    ):  # a database constraint rules this out for a revealed link
+        raise Conflict("wrong_state", "This link has no revealed keys.", field="link_id")
+    requester_token: ApiToken | None = None
+    if link.requester_token_id is not None:
+        requester_token = ApiToken.objects.filter(pk=link.requester_token_id).first()
+        if requester_token is None or requester_token.revoked_at is not None:
+            raise Conflict(
+                "requester_signed_out",
+                "The new device has signed out. Start again on it.",
+                field="link_id",
+            )
+    new_device = _device_add(
+        user=user,
+        device_id=link.new_device_id,
+        name=link.name,
+        sign_public_key=bytes(link.sign_public_key),
+        box_public_key=bytes(link.box_public_key),
+        created_at=link.device_created_at,
+        certificate=certificate,
+        token=requester_token,
+    )
+    link.state = DeviceLink.State.APPROVED
+    link.certificate = certificate
+    link.bundle = bundle
+    link.device = new_device
+    link.approved_by = device
+    link.closed_at = timezone.now()
+    link.save(
+        update_fields=["state", "certificate", "bundle", "device", "approved_by", "closed_at"]
+    )
+    _link_event(link, "approved", device_id=str(new_device.pk), approved_by=str(device.pk))
+    return link
+
+
+@transaction.atomic
+def device_link_deny(
+    *,
+    user: User,
+    link_id: uuid.UUID,
+    device: Device,
+    token: ApiToken | None,
+    session_key: str | None,
+) -> DeviceLink:
+    """On any existing device: refuse a link still in progress (the codes differ, or
+    the user did not ask for it). The link row is locked (``_link_locked``)."""
+    link = _link_locked(user=user, link_id=link_id)
+    _link_check_existing_side(link, device=device, token=token, session_key=session_key)
+    _link_check_state(link, *DeviceLink.OPEN_STATES, action="denied")
+    link.state = DeviceLink.State.DENIED
+    link.closed_at = timezone.now()
+    link.save(update_fields=["state", "closed_at"])
+    _link_event(link, "denied")
+    return link
+
+
+@transaction.atomic
+def device_link_cancel(
+    *, user: User, link_id: uuid.UUID, token: ApiToken | None, session_key: str | None
+) -> DeviceLink:
+    """On the new device: give up. Cancelling a denied or cancelled link again does
+    nothing; an approved one cannot be. The link row is locked (``_link_locked``)."""
+    link = _link_locked(user=user, link_id=link_id)
+    _link_check_requester(link, token=token, session_key=session_key)
+    if link.state in (DeviceLink.State.DENIED, DeviceLink.State.CANCELLED):
+        return link
+    _link_check_state(link, *DeviceLink.OPEN_STATES, action="cancelled")
+    link.state = DeviceLink.State.CANCELLED
+    link.closed_at = timezone.now()
+    link.save(update_fields=["state", "closed_at"])
+    _link_event(link, "cancelled")
+    return link

@@ -5,8 +5,10 @@
 import * as c from "./crypto.js";
 import { api } from "./api.js";
 import { saveAccount } from "./keystore.js";
+import { deviceName } from "./parley.js";
 
-const POLL_MS = 1000;
+// Both sides share the keys_write allowance (30 a minute): poll gently, back off on 429.
+const POLL_MS = 3000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function ended(link) {
@@ -14,10 +16,20 @@ function ended(link) {
   return words[link.state] ? new Error(words[link.state]) : null;
 }
 
-async function waitFor(linkId, wanted, isCancelled) {
+async function waitFor(linkId, wanted, isCancelled, query = {}) {
   for (;;) {
     if (isCancelled()) throw new Error("Cancelled.");
-    const link = await api("GET", `/devices/links/${linkId}`);
+    let link;
+    try {
+      link = await api("GET", `/devices/links/${linkId}`, { query });
+    } catch (error) {
+      if (error.status === 429) {
+        await sleep(POLL_MS * 2);
+        continue;
+      }
+      if (error.status === 410) throw new Error("The link request expired. Start again.");
+      throw error;
+    }
     const failure = ended(link);
     if (failure) throw failure;
     if (wanted(link)) return link;
@@ -44,6 +56,7 @@ export async function startLink(me, { onCode, onStatus, cancelButton }) {
   await api("POST", `/devices/links/${link.id}/reveal`, {
     body: {
       device_id: device.deviceId,
+      name: deviceName(),
       sign_pub: c.b64uEncode(device.signPublic),
       box_pub: c.b64uEncode(device.boxPublic),
       created_at: device.createdAt,
@@ -54,8 +67,8 @@ export async function startLink(me, { onCode, onStatus, cancelButton }) {
   onCode(c.linkShortCode(existingNonce, newNonce, me.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt));
 
   const approved = await waitFor(link.id, (l) => Boolean(l.bundle), () => cancelled);
-  const bundle = JSON.parse(new TextDecoder().decode(c.openSealed(c.b64uDecode(approved.bundle), device.boxSecret)));
-  const aik = c.identityKeyFromSeed(c.b64uDecode(bundle.aik_seed));
+  const bundle = c.openLinkBundle(c.b64uDecode(approved.bundle), device.boxSecret);
+  const aik = c.identityKeyFromSeed(bundle.aikSeed);
   // Trust nothing the server says: the keys must be the account's, and certify us.
   const mine = await api("GET", `/keys/${me.userId}`);
   const listed = mine.devices.find((d) => d.device_id === device.deviceId);
@@ -64,8 +77,8 @@ export async function startLink(me, { onCode, onStatus, cancelButton }) {
   }
   await saveAccount({
     userId: me.userId,
-    aikSeed: bundle.aik_seed,
-    hkSecret: bundle.hk_secret,
+    aikSeed: c.b64uEncode(bundle.aikSeed),
+    hkSecret: c.b64uEncode(bundle.hkSecret),
     pins: { [me.userId]: { aikPub: mine.aik_pub, verified: true, changed: false } },
     syncCursor: null,
     device: { deviceId: device.deviceId, signSeed: c.b64uEncode(device.signSeed), boxSecret: c.b64uEncode(device.boxSecret), createdAt: device.createdAt },
@@ -81,11 +94,10 @@ export async function answerLink(client, pending, { onCode, confirm }) {
   const commitment = c.b64uDecode(pending.commitment); // as first seen, before our nonce
   const existingNonce = c.randomBytes(32);
   await api("POST", `/devices/links/${pending.id}/challenge`, { body: { device: client.deviceId, nonce: c.b64uEncode(existingNonce) } });
-  const revealed = await waitFor(pending.id, (l) => Boolean(l.reveal), () => false);
-  const r = revealed.reveal;
+  const revealed = await waitFor(pending.id, (l) => Boolean(l.revealed), () => false, { device: client.deviceId });
+  const r = revealed.revealed;
   const newNonce = c.b64uDecode(r.nonce);
-  const expected = c.linkCommitment(newNonce, client.userId, r.device_id, r.sign_pub, r.box_pub, r.created_at);
-  if (!c.equalBytes(expected, commitment)) {
+  if (!c.verifyLinkCommitment(commitment, newNonce, client.userId, r.device_id, r.sign_pub, r.box_pub, r.created_at)) {
     await api("POST", `/devices/links/${pending.id}/deny`, { body: { device: client.deviceId } });
     throw new Error("The new device's keys do not match what it first sent. Nothing was linked.");
   }
@@ -96,7 +108,7 @@ export async function answerLink(client, pending, { onCode, confirm }) {
   }
   const aikSeed = c.b64uDecode(client.record.aikSeed);
   const certificate = c.deviceCertificate(aikSeed, client.userId, r.device_id, r.sign_pub, r.box_pub, r.created_at);
-  const bundle = c.sealTo(c.utf8(JSON.stringify({ aik_seed: client.record.aikSeed, hk_secret: client.record.hkSecret })), r.box_pub);
+  const bundle = c.makeLinkBundle(aikSeed, c.b64uDecode(client.record.hkSecret), r.box_pub);
   await api("POST", `/devices/links/${pending.id}/approve`, {
     body: { device: client.deviceId, certificate: c.b64uEncode(certificate), bundle: c.b64uEncode(bundle) },
   });

@@ -8,7 +8,7 @@ import { LiveSocket } from "./socket.js";
 import { byId, errorText } from "./ui.js";
 
 const status = byId("link-approve-status");
-const POLL_MS = 3000;
+const POLL_MS = 10_000; // the socket's device.link_requested usually comes first
 let busy = false;
 let client;
 
@@ -30,7 +30,7 @@ async function checkLinks() {
   if (busy || !client) return;
   busy = true;
   try {
-    const found = await api("GET", "/devices/links");
+    const found = await api("GET", "/devices/links", { query: { device: client.deviceId } });
     const links = Array.isArray(found) ? found : found.results;
     const pending = links.find((l) => l.state === "pending");
     if (!pending) return;

@@ -4,6 +4,8 @@
     python -m parley_client init                  # keys; prints the recovery code once
     python -m parley_client send @bob "hi"
     python -m parley_client listen
+    python -m parley_client link                  # new device: shows a code, waits
+    python -m parley_client approve-link          # existing device: shows the code, asks y/n
 
 Passwords come from PARLEY_PASSWORD or a prompt; recovery codes from a prompt.
 State (keys, pins, cursor) lives in --state, ~/.parley/state.json by default.
@@ -18,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from parley_client.client import ApiError, IdentityKeyChanged, ParleyClient, Received
+from parley_client.client import ApiError, IdentityKeyChanged, LinkError, ParleyClient, Received
 
 
 def _password(prompt: str = "Password: ") -> str:
@@ -30,6 +32,40 @@ def _show(received: Received) -> str:
     if not received.verified:
         return f"[{sender}] (could not be verified: {received.error})"
     return f"[{sender}] {received.text}"
+
+
+def _format_code(code: str) -> str:
+    return f"{code[:3]} {code[3:]}"
+
+
+def _link(client: ParleyClient, name: str, timeout: float, poll: float) -> None:
+    """The new device's side: commit, wait for an existing device, show the code, wait
+    for the approval."""
+    client.request_link(name)
+    print("Waiting for one of your devices: run approve-link on it.", flush=True)
+    code = client.reveal_link(timeout=timeout, poll=poll)
+    print(f"Code: {_format_code(code)}", flush=True)
+    print("Check that your other device shows the same code, and approve there.", flush=True)
+    client.complete_link(timeout=timeout, poll=poll)
+    print("Linked: this device now holds your identity and history keys.", flush=True)
+
+
+def _approve_link(client: ParleyClient, link_id: str | None, timeout: float, poll: float) -> bool:
+    """The existing device's side: answer the link, show the code, ask the user."""
+    if link_id is None:
+        links = client.pending_links()
+        if not links:
+            raise LinkError("no device is waiting to be linked: run link on the new device first")
+        link_id = str(links[0]["id"])
+
+    def confirm(code: str) -> bool:
+        print(f"Code: {_format_code(code)}", flush=True)
+        answer = input("Does the new device show the same code? [y/N] ")
+        return answer.strip().lower() in {"y", "yes"}
+
+    approved = client.approve_link(link_id, confirm, timeout=timeout, poll=poll)
+    print("Approved: the new device is linked." if approved else "Denied.", flush=True)
+    return approved
 
 
 async def _listen(client: ParleyClient) -> None:
@@ -70,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("listen", help="print messages as they arrive")
     safety = commands.add_parser("safety", help="show the safety number with someone")
     safety.add_argument("handle")
+    link = commands.add_parser("link", help="new device: link it from one you already have")
+    link.add_argument("--name", default="reference client")
+    approve_link = commands.add_parser(
+        "approve-link", help="existing device: approve a new device after comparing codes"
+    )
+    approve_link.add_argument("link_id", nargs="?", help="default: the link in progress")
+    for waiting in (link, approve_link):
+        waiting.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+        waiting.add_argument("--poll", type=float, default=3, help="seconds between polls")
     args = parser.parse_args(argv)
 
     client = ParleyClient(args.server, state_file=args.state)
@@ -95,11 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_listen(client))
         elif args.command == "safety":
             print(client.safety_number(args.handle))
+        elif args.command == "link":
+            _link(client, args.name, args.timeout, args.poll)
+        elif args.command == "approve-link":
+            approved = _approve_link(client, args.link_id, args.timeout, args.poll)
+            return 0 if approved else 1
     except ApiError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except IdentityKeyChanged as error:
         print(f"error: {error}; compare safety numbers before sending", file=sys.stderr)
+        return 1
+    except LinkError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

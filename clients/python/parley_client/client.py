@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,11 @@ class ApiError(Exception):
         self.code = str(error.get("code"))
         self.field = error.get("field")
         self.error = dict(error)
+
+
+class LinkError(Exception):
+    """Linking a device did not happen: the link was denied, cancelled or expired, it
+    timed out, or a check of what the server relayed failed (then nothing is trusted)."""
 
 
 class IdentityKeyChanged(Exception):
@@ -100,6 +105,20 @@ class State:
     device: dict[str, Any] | None = None  # device_id, sign_seed, box_secret, created_at
     pins: dict[str, dict[str, Any]] = field(default_factory=dict)
     sync_cursor: str | None = None
+    # A new device being linked: link id, name, device keys, new_nonce (b64u).
+    pending_link: dict[str, Any] | None = None
+
+
+@dataclass
+class LinkChallenge:
+    """What an existing device remembers of a link it answered. The commitment is the
+    one it saw *before* sending its nonce: the revealed keys are checked against this
+    copy, never against what the server shows later."""
+
+    link_id: str
+    commitment: bytes
+    existing_nonce: bytes
+    revealed: dict[str, Any] | None = None
 
 
 class ParleyClient:
@@ -114,6 +133,7 @@ class ParleyClient:
         # Every device box key ever verified, so messages from since-revoked devices of a
         # peer can still be checked against a key we once verified.
         self._known_devices: dict[str, str] = {}
+        self._link_challenges: dict[str, LinkChallenge] = {}
 
     # --- State ---------------------------------------------------------------------------
 
@@ -282,6 +302,230 @@ class ParleyClient:
         # Our own identity key is pinned and verified by construction.
         self.state.pins[self.user_id] = Pin(crypto.b64u_encode(aik.public), verified=True).__dict__
         self.save()
+
+    # --- Linking a device from an existing one (docs/keys-and-devices.md) -----------------
+
+    def request_link(self, device_name: str = "") -> str:
+        """New device, step 1 (signed in, no device yet): make this device's keys,
+        commit to them and open a link. Returns the link id; the account's existing
+        devices hear of it on their sockets (``device.link_requested``)."""
+        if self.state.device is not None:
+            raise RuntimeError("this client is already a device")
+        device = crypto.DeviceKeys.generate()
+        new_nonce = crypto.new_link_nonce()
+        commitment = crypto.link_commitment(
+            new_nonce, self.user_id, device.device_id, device.sign_public, device.box_public,
+            device.created_at,
+        )  # fmt: skip
+        link = self.request(
+            "POST", "/devices/links", json={"commitment": crypto.b64u_encode(commitment)}
+        )
+        self.state.pending_link = {
+            "id": str(link["id"]),
+            "name": device_name,
+            "device": {
+                "device_id": str(device.device_id),
+                "sign_seed": crypto.b64u_encode(device.sign_seed),
+                "box_secret": crypto.b64u_encode(device.box_secret),
+                "created_at": device.created_at,
+            },
+            "new_nonce": crypto.b64u_encode(new_nonce),
+        }
+        self.save()
+        return str(link["id"])
+
+    def reveal_link(self, *, timeout: float = 600, poll: float = 3) -> str:
+        """New device, step 3: wait for an existing device's nonce, reveal this device's
+        keys, and return the 6-digit code to show. The user compares it with the code
+        on the existing device."""
+        pending, keys = self._pending_link()
+        link = self._wait_for_link(
+            pending["id"], {"challenged", "revealed", "approved"}, timeout=timeout, poll=poll
+        )
+        new_nonce = crypto.b64u_decode(pending["new_nonce"])
+        if link["state"] == "challenged":
+            link = self.request(
+                "POST", f"/devices/links/{pending['id']}/reveal",
+                json={
+                    "device_id": keys.device_id,
+                    "name": pending["name"],
+                    "sign_pub": crypto.b64u_encode(keys.sign_public),
+                    "box_pub": crypto.b64u_encode(keys.box_public),
+                    "created_at": keys.created_at,
+                    "nonce": crypto.b64u_encode(new_nonce),
+                },
+            )  # fmt: skip
+        return crypto.link_short_code(
+            link["existing_nonce"], new_nonce, self.user_id, keys.device_id, keys.sign_public,
+            keys.box_public, keys.created_at,
+        )  # fmt: skip
+
+    def complete_link(self, *, timeout: float = 600, poll: float = 3) -> None:
+        """New device, step 6: wait for the approval, open the bundle, check it, and
+        become a full device holding the identity and history keys.
+
+        The bundle is a sealed box, which anyone knowing this device's box key could
+        have made: it is accepted only if its AIK is the account's AIK in the key
+        directory, this device's certificate verifies under it, and its history key is
+        the one the AIK certified.
+        """
+        pending, keys = self._pending_link()
+        link = self._wait_for_link(pending["id"], {"approved"}, timeout=timeout, poll=poll)
+        if str(link.get("device_id")) != keys.device_id:
+            raise LinkError("the link was approved for another device")
+        try:
+            aik_seed, hk_secret = crypto.open_link_bundle(link["bundle"], keys.box_secret)
+        except crypto.LinkBundleError as exc:
+            raise LinkError(str(exc)) from exc
+        aik = crypto.IdentityKey(aik_seed)
+        aik_pub = crypto.b64u_encode(aik.public)
+        mine = self._fetch_directory_unverified(self.user_id)
+        if mine["user_id"] != self.user_id or mine["aik_pub"] != aik_pub:
+            raise LinkError("the bundle holds another identity key than the account")
+        if not crypto.verify_device_certificate(
+            aik.public, self.user_id, keys.device_id, keys.sign_public, keys.box_public,
+            keys.created_at, link["certificate"],
+        ):  # fmt: skip
+            raise LinkError("this device's certificate does not verify under the identity key")
+        history_key = mine.get("history_key")
+        if history_key and not (
+            crypto.verify_history_key_certificate(
+                aik.public, self.user_id, history_key["hk_pub"], history_key["certificate"]
+            )
+            and history_key["hk_pub"] == crypto.b64u_encode(crypto.x25519_public_key(hk_secret))
+        ):
+            raise LinkError("the bundle's history key is not the account's")
+        self.state.aik_seed = crypto.b64u_encode(aik_seed)
+        self.state.hk_secret = crypto.b64u_encode(hk_secret)
+        self.state.device = dict(pending["device"])
+        self.state.pins[self.user_id] = Pin(aik_pub, verified=True).__dict__
+        self.state.pending_link = None
+        self.save()
+
+    def cancel_link(self) -> None:
+        """New device: give up the link in progress."""
+        if self.state.pending_link is None:
+            return
+        self.request("DELETE", f"/devices/links/{self.state.pending_link['id']}")
+        self.state.pending_link = None
+        self.save()
+
+    def pending_links(self) -> list[dict[str, Any]]:
+        """Existing device: the account's links in progress (at most one)."""
+        return list(self.request("GET", "/devices/links")["results"])
+
+    def challenge_link(self, link_id: str) -> None:
+        """Existing device, step 2: answer a pending link with a fresh nonce, keeping
+        the commitment as it is now."""
+        # Only a device holding both keys can hand them on.
+        self._aik()
+        self._hk_secret()
+        link = self.request("GET", f"/devices/links/{link_id}")
+        if link["state"] != "pending":
+            raise LinkError(f"the link is {link['state']}, not pending")
+        commitment = crypto.b64u_decode(link["commitment"])
+        nonce = crypto.new_link_nonce()
+        self.request(
+            "POST", f"/devices/links/{link_id}/challenge",
+            json={"device": self.device_id, "nonce": crypto.b64u_encode(nonce)},
+        )  # fmt: skip
+        self._link_challenges[str(link_id)] = LinkChallenge(str(link_id), commitment, nonce)
+
+    def link_code_to_confirm(self, link_id: str, *, timeout: float = 600, poll: float = 3) -> str:
+        """Existing device, step 4: wait for the new device's keys, check them against
+        the commitment it made first, and return the code to compare. A mismatch means
+        the server swapped keys: the link is denied and ``LinkError`` raised."""
+        challenge = self._link_challenges.get(str(link_id))
+        if challenge is None:
+            raise RuntimeError("challenge the link first")
+        link = self._wait_for_link(str(link_id), {"revealed"}, timeout=timeout, poll=poll)
+        revealed = link["revealed"]
+        fields = (
+            self.user_id, revealed["device_id"], revealed["sign_pub"], revealed["box_pub"],
+            revealed["created_at"],
+        )  # fmt: skip
+        if not crypto.verify_link_commitment(challenge.commitment, revealed["nonce"], *fields):
+            self.deny_link(str(link_id))
+            raise LinkError("the revealed keys are not the ones the new device committed to")
+        challenge.revealed = dict(revealed)
+        # Our own nonce, never the server's copy of it.
+        return crypto.link_short_code(challenge.existing_nonce, revealed["nonce"], *fields)
+
+    def approve_link(
+        self,
+        link_id: str,
+        confirm: Callable[[str], bool],
+        *,
+        timeout: float = 600,
+        poll: float = 3,
+    ) -> bool:
+        """Existing device: answer the link (if not done yet), show the code through
+        ``confirm(code)``, and on ``True`` certify the new device and hand it the
+        identity and history keys, sealed to its box key. ``False`` denies the link."""
+        link_id = str(link_id)
+        if link_id not in self._link_challenges:
+            self.challenge_link(link_id)
+        code = self.link_code_to_confirm(link_id, timeout=timeout, poll=poll)
+        if not confirm(code):
+            self.deny_link(link_id)
+            return False
+        revealed = self._link_challenges.pop(link_id).revealed
+        assert revealed is not None
+        aik = self._aik()
+        certificate = crypto.device_certificate(
+            aik, self.user_id, revealed["device_id"], revealed["sign_pub"], revealed["box_pub"],
+            revealed["created_at"],
+        )  # fmt: skip
+        bundle = crypto.make_link_bundle(aik.seed, self._hk_secret(), revealed["box_pub"])
+        self.request(
+            "POST", f"/devices/links/{link_id}/approve",
+            json={"device": self.device_id, "certificate": crypto.b64u_encode(certificate),
+                  "bundle": crypto.b64u_encode(bundle)},
+        )  # fmt: skip
+        return True
+
+    def deny_link(self, link_id: str) -> None:
+        """Existing device: refuse a link."""
+        self._link_challenges.pop(str(link_id), None)
+        self.request("POST", f"/devices/links/{link_id}/deny", json={"device": self.device_id})
+
+    def _pending_link(self) -> tuple[dict[str, Any], crypto.DeviceKeys]:
+        pending = self.state.pending_link
+        if pending is None:
+            raise RuntimeError("request a link first")
+        d = pending["device"]
+        keys = crypto.DeviceKeys(
+            device_id=d["device_id"],
+            sign_seed=crypto.b64u_decode(d["sign_seed"]),
+            box_secret=crypto.b64u_decode(d["box_secret"]),
+            created_at=d["created_at"],
+        )
+        return pending, keys
+
+    def _wait_for_link(
+        self, link_id: str, states: set[str], *, timeout: float, poll: float
+    ) -> dict[str, Any]:
+        """Poll the link until it reaches one of ``states``. Link requests share the
+        ``keys_write`` rate limit (30 a minute by default) with the account's other
+        devices, so poll every few seconds and wait when told to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                link: dict[str, Any] = self.request("GET", f"/devices/links/{link_id}")
+            except ApiError as error:
+                if error.status == 410:
+                    raise LinkError("the link expired") from error
+                if error.status != 429:
+                    raise
+                time.sleep(min(float(error.error.get("retry_after") or poll), 60))
+                continue
+            if link["state"] in states:
+                return link
+            if link["state"] in {"denied", "cancelled", "approved"}:
+                raise LinkError(f"the link was {link['state']}")
+            if time.monotonic() >= deadline:
+                raise LinkError("timed out waiting for the other device")
+            time.sleep(poll)
 
     def _hk_secret(self) -> bytes:
         if self.state.hk_secret is None:

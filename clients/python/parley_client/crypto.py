@@ -2,7 +2,8 @@
 
 Every construction of the protocol is here, byte for byte: wire encodings and
 signing inputs, the key types, device and history-key certificates, safety
-numbers, the key backup (recovery key or passphrase), message envelopes and
+numbers, the key backup (recovery key or passphrase), linking a new device from
+an existing one (commitment, short code, sealed key bundle), message envelopes and
 franking, attachments, and the boxes that carry call signaling.
 
 Conventions:
@@ -56,6 +57,8 @@ HISTORY_KEY_LABEL: Final = "parley/history-key/v1"
 BACKUP_LABEL: Final = "parley/backup/v1"
 MESSAGE_LABEL: Final = "parley/msg/v1"
 FRANKING_LABEL: Final = "parley/frank/v1"
+LINK_LABEL: Final = "parley/link/v1"
+LINK_CODE_LABEL: Final = "parley/link-code/v1"
 SAFETY_MAC_KEY: Final = b"parley/safety/v1"
 
 # Sizes.
@@ -87,6 +90,12 @@ SERVER_MAX_MEMLIMIT: Final = 1024 * 1024 * 1024
 # hostile server cannot make a restoring device burn unbounded memory or time.
 RESTORE_MIN_OPSLIMIT: Final = nacl.pwhash.argon2id.OPSLIMIT_MIN  # 1
 RESTORE_MIN_MEMLIMIT: Final = nacl.pwhash.argon2id.MEMLIMIT_MIN  # 8192
+
+# Linking a device (docs/keys-and-devices.md, "Linking a device").
+LINK_NONCE_BYTES: Final = 32
+LINK_CODE_DIGITS: Final = 6
+SEAL_OVERHEAD_BYTES: Final = 48  # crypto_box_SEALBYTES: ephemeral public key + MAC
+MAX_LINK_BUNDLE_BYTES: Final = 1024  # what the server accepts
 
 # Recovery code: Crockford base32 of key || check, in groups of 4.
 CROCKFORD_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -123,6 +132,10 @@ class BackupRestoreError(DecryptionError):
 
 class AttachmentError(DecryptionError):
     """The attachment ciphertext does not match its metadata or does not open."""
+
+
+class LinkBundleError(DecryptionError):
+    """A link bundle did not open with this device's box key, or its content is malformed."""
 
 
 class RecoveryCodeError(ParleyCryptoError, ValueError):
@@ -738,6 +751,166 @@ def restore_backup_with_passphrase(
     except (TypeError, ValueError, nacl.exceptions.CryptoError) as exc:
         raise BackupRestoreError(f"cannot derive the backup secret: {exc}") from exc
     return restore_backup(blob, user_id, secret)
+
+
+# ---------------------------------------------------------------------- device links
+
+
+def new_link_nonce() -> bytes:
+    """32 random bytes: the new device's ``new_nonce`` or the existing one's nonce."""
+    return nacl.utils.random(LINK_NONCE_BYTES)
+
+
+def link_input(
+    user_id: Id, device_id: Id, sign_pub: BytesOrB64u, box_pub: BytesOrB64u, created_at: int
+) -> bytes:
+    """``parley/link/v1\\n{user_id}\\n{device_id}\\n{sign_pub}\\n{box_pub}\\n{created_at}``:
+    what a new device commits to (the fields of its future certificate)."""
+    return signing_input(
+        LINK_LABEL,
+        canonical_id(user_id),
+        canonical_id(device_id),
+        b64u_encode(_as_bytes(sign_pub, PUBLIC_KEY_BYTES, "device signing key")),
+        b64u_encode(_as_bytes(box_pub, PUBLIC_KEY_BYTES, "device box key")),
+        _timestamp(created_at, "created_at"),
+    )
+
+
+def link_commitment(
+    new_nonce: bytes,
+    user_id: Id,
+    device_id: Id,
+    sign_pub: BytesOrB64u,
+    box_pub: BytesOrB64u,
+    created_at: int,
+) -> bytes:
+    """``mac(key = new_nonce, data = link_input(...))``: 32 bytes.
+
+    The new device sends this before it sees the existing device's nonce, and reveals
+    ``new_nonce`` and its keys only after: whoever relays the link (the server) can no
+    longer choose keys that make the short codes match.
+    """
+    return mac(
+        _as_bytes(new_nonce, LINK_NONCE_BYTES, "new nonce"),
+        link_input(user_id, device_id, sign_pub, box_pub, created_at),
+    )
+
+
+def verify_link_commitment(
+    commitment: BytesOrB64u,
+    new_nonce: BytesOrB64u,
+    user_id: Id,
+    device_id: Id,
+    sign_pub: BytesOrB64u,
+    box_pub: BytesOrB64u,
+    created_at: int,
+) -> bool:
+    """Whether revealed keys and nonce are those ``commitment`` fixed; never raises."""
+    try:
+        expected = link_commitment(
+            _as_bytes(new_nonce, LINK_NONCE_BYTES, "new nonce"),
+            user_id,
+            device_id,
+            sign_pub,
+            box_pub,
+            created_at,
+        )
+        return _equal(_as_bytes(commitment, KEY_BYTES, "commitment"), expected)
+    except (ValueError, TypeError):
+        return False
+
+
+def link_code_input(
+    user_id: Id,
+    device_id: Id,
+    sign_pub: BytesOrB64u,
+    box_pub: BytesOrB64u,
+    created_at: int,
+    new_nonce: BytesOrB64u,
+) -> bytes:
+    """``parley/link-code/v1\\n{user_id}\\n{device_id}\\n{sign_pub}\\n{box_pub}\\n{created_at}\\n{new_nonce}``."""
+    return signing_input(
+        LINK_CODE_LABEL,
+        canonical_id(user_id),
+        canonical_id(device_id),
+        b64u_encode(_as_bytes(sign_pub, PUBLIC_KEY_BYTES, "device signing key")),
+        b64u_encode(_as_bytes(box_pub, PUBLIC_KEY_BYTES, "device box key")),
+        _timestamp(created_at, "created_at"),
+        b64u_encode(_as_bytes(new_nonce, LINK_NONCE_BYTES, "new nonce")),
+    )
+
+
+def link_short_code(
+    existing_nonce: BytesOrB64u,
+    new_nonce: BytesOrB64u,
+    user_id: Id,
+    device_id: Id,
+    sign_pub: BytesOrB64u,
+    box_pub: BytesOrB64u,
+    created_at: int,
+) -> str:
+    """The 6 digits both devices show: ``h = mac(key = existing_nonce, data =
+    link_code_input(...))``; the first 4 bytes of ``h`` as a big-endian unsigned
+    integer, mod 1 000 000, zero-padded to 6 digits."""
+    h = mac(
+        _as_bytes(existing_nonce, LINK_NONCE_BYTES, "existing nonce"),
+        link_code_input(user_id, device_id, sign_pub, box_pub, created_at, new_nonce),
+    )
+    return f"{int.from_bytes(h[:4], 'big') % 10**LINK_CODE_DIGITS:0{LINK_CODE_DIGITS}d}"
+
+
+def seal_to(plaintext: bytes, box_pub: BytesOrB64u) -> bytes:
+    """``crypto_box_seal(plaintext, box_pub)``: anonymous, randomized, 48 bytes longer."""
+    if not isinstance(plaintext, bytes | bytearray | memoryview):
+        raise ValueError("plaintext must be bytes")
+    sealed = SealedBox(PublicKey(_as_bytes(box_pub, PUBLIC_KEY_BYTES, "box public key")))
+    return bytes(sealed.encrypt(bytes(plaintext)))
+
+
+def open_sealed(sealed: BytesOrB64u, box_secret: bytes) -> bytes:
+    """Open ``crypto_box_seal`` with the recipient's box secret; ``DecryptionError``
+    on any failure. A sealed box is anonymous: it says nothing about who sealed it."""
+    try:
+        data = _as_bytes(sealed, None, "sealed box")
+        if len(data) < SEAL_OVERHEAD_BYTES:
+            raise ValueError("too short")
+        secret = PrivateKey(_as_bytes(box_secret, KEY_BYTES, "box secret"))
+        return bytes(SealedBox(secret).decrypt(data))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise DecryptionError("the sealed box did not open") from exc
+
+
+def make_link_bundle(aik_seed: bytes, hk_secret: bytes, box_pub: BytesOrB64u) -> bytes:
+    """What an existing device hands a new one it approves: ``crypto_box_seal`` of
+    ``{"aik_seed": b64u, "hk_secret": b64u}`` (the backup's plaintext, compact JSON)
+    to the new device's box key. At most 1 KiB."""
+    bundle = seal_to(backup_plaintext(aik_seed, hk_secret), box_pub)
+    if len(bundle) > MAX_LINK_BUNDLE_BYTES:
+        raise ValueError("a link bundle is at most 1 KiB")
+    return bundle
+
+
+def open_link_bundle(bundle: BytesOrB64u, box_secret: bytes) -> tuple[bytes, bytes]:
+    """Open a link bundle with the new device's box secret: ``(aik_seed, hk_secret)``.
+
+    Raises ``LinkBundleError``. The bundle is anonymous, so opening it proves nothing
+    about who made it: the caller must check that the AIK is the account's (key
+    directory) and that its own certificate verifies under it.
+    """
+    try:
+        data = _as_bytes(bundle, None, "link bundle")
+        if len(data) > MAX_LINK_BUNDLE_BYTES:
+            raise ValueError("a link bundle is at most 1 KiB")
+        plaintext = open_sealed(data, box_secret)
+    except (DecryptionError, ValueError, TypeError) as exc:
+        raise LinkBundleError("the link bundle did not open with this device's key") from exc
+    try:
+        content = json.loads(plaintext.decode("utf-8"))
+        aik_seed = _as_bytes(content["aik_seed"], KEY_BYTES, "aik_seed")
+        hk_secret = _as_bytes(content["hk_secret"], KEY_BYTES, "hk_secret")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LinkBundleError(f"the link bundle opened but is malformed: {exc}") from exc
+    return aik_seed, hk_secret
 
 
 # ------------------------------------------------------------------------- messages

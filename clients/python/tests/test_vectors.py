@@ -44,6 +44,8 @@ def test_every_construction_is_checked() -> None:
         "sealed-box-open",
         "secretstream-open",
         "attachment-secretstream-open",
+        "link-commitment",
+        "link-code",
     }
     assert {v["construction"] for v in VECTORS} == checked
     assert len({v["name"] for v in VECTORS}) == len(VECTORS)

@@ -85,6 +85,10 @@ BACKUP_SALT = fill(ord("S"), 16)
 # "é" written decomposed (e + U+0301): the KDF input is NFC, so it becomes U+00E9.
 PASSPHRASE = "correct horse battery staple, Parley e\u0301te\u0301"  # noqa: S105 (a test vector)
 
+# Linking Alice's second device from her first.
+LINK_NEW_NONCE = fill(ord("n"))
+LINK_EXISTING_NONCE = fill(ord("e"))
+
 SIGNALING_NONCE = fill(ord("s"), 24)
 SIGNALING_PLAINTEXT = (
     b'{"type":"offer","sdp":"v=0\\r\\no=- 4611731400430051336 2 IN IP4 127.0.0.1\\r\\n'
@@ -479,6 +483,79 @@ def attachment_aead_vector() -> dict[str, Any]:
     )
 
 
+def _link_fields(device: c.DeviceKeys) -> tuple[str, str, bytes, bytes, int]:
+    return ALICE_USER, device.device_id, device.sign_public, device.box_public, device.created_at
+
+
+def link_commitment_vector() -> dict[str, Any]:
+    fields = _link_fields(ALICE_D2)
+    return vector(
+        "link_commitment",
+        "link-commitment",
+        "Linking a device, step 1: commitment = crypto_generichash(32, link_input, key = "
+        "new_nonce) over the signing input parley/link/v1\\n{user_id}\\n{device_id}\\n"
+        "{sign_pub}\\n{box_pub}\\n{created_at} (the new device's keys; the fields of its "
+        "future certificate).",
+        {
+            "new_nonce": b64u(LINK_NEW_NONCE),
+            "user_id": ALICE_USER,
+            "device_id": ALICE_D2.device_id,
+            "sign_pub": b64u(ALICE_D2.sign_public),
+            "box_pub": b64u(ALICE_D2.box_public),
+            "created_at": ALICE_D2.created_at,
+        },
+        {
+            "link_input_text": c.link_input(*fields).decode("ascii"),
+            "commitment": b64u(c.link_commitment(LINK_NEW_NONCE, *fields)),
+        },
+    )
+
+
+def link_code_vector(name: str, existing_nonce: bytes, note: str = "") -> dict[str, Any]:
+    fields = _link_fields(ALICE_D2)
+    code_input = c.link_code_input(*fields, LINK_NEW_NONCE)
+    return vector(
+        name,
+        "link-code",
+        "Linking a device, step 4: h = crypto_generichash(32, code_input, key = "
+        "existing_nonce) over the signing input parley/link-code/v1\\n{user_id}\\n"
+        "{device_id}\\n{sign_pub}\\n{box_pub}\\n{created_at}\\n{new_nonce}; code = the "
+        "first 4 bytes of h as a big-endian unsigned integer, mod 1000000, zero-padded to "
+        "6 digits." + note,
+        {
+            "existing_nonce": b64u(existing_nonce),
+            "new_nonce": b64u(LINK_NEW_NONCE),
+            "user_id": ALICE_USER,
+            "device_id": ALICE_D2.device_id,
+            "sign_pub": b64u(ALICE_D2.sign_public),
+            "box_pub": b64u(ALICE_D2.box_public),
+            "created_at": ALICE_D2.created_at,
+        },
+        {
+            "code_input_text": code_input.decode("ascii"),
+            "mac": b64u(c.mac(existing_nonce, code_input)),
+            "code": c.link_short_code(existing_nonce, LINK_NEW_NONCE, *fields),
+        },
+    )
+
+
+def link_code_vectors() -> list[dict[str, Any]]:
+    # The first one-byte fill whose code starts with 0, so that the padding is tested.
+    padded = next(
+        fill(byte)
+        for byte in range(256)
+        if c.link_short_code(fill(byte), LINK_NEW_NONCE, *_link_fields(ALICE_D2)).startswith("0")
+    )
+    return [
+        link_code_vector("link_code", LINK_EXISTING_NONCE),
+        link_code_vector(
+            "link_code_leading_zero",
+            padded,
+            " This existing_nonce was chosen so that the code starts with 0.",
+        ),
+    ]
+
+
 # ----------------------------------------------------------------- opening vectors
 
 
@@ -631,6 +708,8 @@ def build(existing: dict[str, Any] | None = None) -> dict[str, Any]:
         franking_stamp_vector(message["output"]["envelope"]["franking_tag"]),
         box_to_device_vector(),
         attachment_aead_vector(),
+        link_commitment_vector(),
+        *link_code_vectors(),
         history_wrap_vector(kept.get("message-history-wrap")),
         secretstream_vector(kept.get("secretstream-open")),
         stream_attachment_vector(kept.get("attachment-secretstream-open")),
