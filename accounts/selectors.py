@@ -313,8 +313,8 @@ def session_key_digest(session_key: str) -> str:
 
 def device_for_caller(*, user: User, token: ApiToken | None, named: object | None) -> Device:
     """The caller's own active device: a bound token's device (naming another is
-    refused), otherwise the one named (a website session or an unbound token). The
-    same rule as ``messaging.selectors.device_for_reading``."""
+    refused), otherwise the one named (a website session or an unbound token). Also
+    the device whose wraps a message read returns (messaging.api)."""
     if token is not None and token.device_id is not None:
         if named and str(named) != str(token.device_id):
             raise ApplicationError(

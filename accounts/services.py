@@ -22,8 +22,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from nacl.encoding import RawEncoder
-from nacl.hash import blake2b
 from PIL import Image, UnidentifiedImageError
 
 from accounts import crypto
@@ -50,7 +48,6 @@ from accounts.selectors import (
     session_key_digest,
     user_get_by_login,
 )
-from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -844,48 +841,8 @@ def key_backup_put(
 # PROTOCOL.md section 2 (b), with a commitment so that the server cannot swap in keys
 # of its own after seeing the nonces. docs/keys-and-devices.md, "Linking a device".
 
-LINK_LABEL = "parley/link/v1"
 LINK_LIFETIME = timedelta(minutes=10)
 LINK_BUNDLE_MAX_BYTES = 1024
-
-
-def link_input(
-    *,
-    user_id: uuid.UUID,
-    device_id: uuid.UUID,
-    sign_public_key: bytes,
-    box_public_key: bytes,
-    created_at: int,
-) -> bytes:
-    """``parley/link/v1\\n{user_id}\\n{device_id}\\n{sign_pub}\\n{box_pub}\\n{created_at}``."""
-    return signing_input(
-        LINK_LABEL,
-        str(user_id),
-        str(device_id),
-        b64u_encode(sign_public_key),
-        b64u_encode(box_public_key),
-        created_at,
-    )
-
-
-def link_commitment(
-    *,
-    new_nonce: bytes,
-    user_id: uuid.UUID,
-    device_id: uuid.UUID,
-    sign_public_key: bytes,
-    box_public_key: bytes,
-    created_at: int,
-) -> bytes:
-    """``mac(key = new_nonce, data = link input)``: keyed BLAKE2b-256."""
-    data = link_input(
-        user_id=user_id,
-        device_id=device_id,
-        sign_public_key=sign_public_key,
-        box_public_key=box_public_key,
-        created_at=created_at,
-    )
-    return blake2b(data, key=new_nonce, digest_size=32, encoder=RawEncoder)
 
 
 def _link_event(link: DeviceLink, what: str, **extra: Any) -> None:
@@ -1046,7 +1003,7 @@ def device_link_reveal(
         raise ApplicationError(
             "invalid_key", "That is not an Ed25519 public key.", field="sign_pub"
         )
-    expected = link_commitment(
+    expected = crypto.link_commitment(
         new_nonce=nonce,
         user_id=user.pk,
         device_id=device_id,

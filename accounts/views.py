@@ -237,28 +237,22 @@ def settings_devices(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/settings_devices.html", {"devices": devices})
 
 
-# Pages whose work happens in the browser, with keys the server never sees (docs/web.md).
+def _browser_page(template: str) -> Callable[[HttpRequest], HttpResponse]:
+    """A page whose work happens in the browser, with keys the server never sees
+    (docs/web.md): the server renders its frame and nothing else."""
+
+    @never_cache
+    @login_required
+    @require_GET
+    def page(request: HttpRequest) -> HttpResponse:
+        return render(request, template)
+
+    return page
 
 
-@never_cache
-@login_required
-@require_GET
-def keys_setup(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/setup.html")
-
-
-@never_cache
-@login_required
-@require_GET
-def settings_keys(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/settings_keys.html")
-
-
-@never_cache
-@login_required
-@require_GET
-def settings_safety(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/settings_safety.html")
+keys_setup = _browser_page("accounts/setup.html")
+settings_keys = _browser_page("accounts/settings_keys.html")
+settings_safety = _browser_page("accounts/settings_safety.html")
 
 
 @login_required

@@ -37,7 +37,7 @@ DEVICE_PARAMETER = OpenApiParameter(
 
 def _reading_device(request: Request) -> Device:
     body = request.data if isinstance(request.data, dict) else {}
-    return selectors.device_for_reading(
+    return account_selectors.device_for_caller(
         user=current_user(request),
         token=request_token(request),
         named=request.query_params.get("device") or body.get("device"),

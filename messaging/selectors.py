@@ -21,7 +21,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 
-from accounts.models import ApiToken, Device, User
+from accounts.models import Device, User
 from common.encoding import b64u_decode, b64u_encode
 from common.errors import ApplicationError, NotFound
 from messaging.models import Conversation, DeviceCursor, Membership, Message
@@ -118,28 +118,6 @@ def inbox(*, user: User, requests: bool = False) -> QuerySet[Conversation]:
         .prefetch_related(_members_prefetch())
         .order_by(F("last_message_at").desc(nulls_last=True), "-created_at", "-id")
     )
-
-
-def device_for_reading(*, user: User, token: ApiToken | None, named: object | None) -> Device:
-    """The device whose wraps a read returns: a bound token's own device (naming another
-    is refused), otherwise the one named (a website session or an unbound token)."""
-    if token is not None and token.device_id is not None:
-        if named and str(named) != str(token.device_id):
-            raise ApplicationError(
-                "wrong_device", "This token belongs to another device.", field="device"
-            )
-        device_id: uuid.UUID | None = token.device_id
-    else:
-        try:
-            device_id = uuid.UUID(str(named)) if named else None
-        except ValueError as exc:
-            raise ApplicationError("invalid", "Not a device id.", field="device") from exc
-    if device_id is None:
-        raise ApplicationError("required", "Name the device that reads.", field="device")
-    device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
-    if device is None:
-        raise NotFound("device_not_found", "That is not an active device of yours.", field="device")
-    return device
 
 
 def _with_own_keys(messages: QuerySet[Message], *, device: Device) -> QuerySet[Message]:

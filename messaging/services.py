@@ -698,12 +698,14 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
     # membership, so taking both here in the other order could deadlock.
     membership = (
         Membership.objects.select_for_update(of=("self",))
-        .select_related("conversation")
+        .select_related("conversation", "user")
         .filter(conversation_id=conversation_id, user=user, left_at__isnull=True)
         .first()
     )
     if membership is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    # The setting as it is now: ``user`` may be a socket's copy from when it connected.
+    shares_reads = membership.user.send_read_receipts
     seq = min(seq, membership.conversation.last_seq)
     if seq <= membership.last_read_seq:
         return membership.last_read_seq
@@ -716,7 +718,7 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
         "seq": seq,
     }
     publish_on_commit(user_ids=[user.pk], event=event)
-    if user.send_read_receipts and membership.state == Membership.State.ACCEPTED:
+    if shares_reads and membership.state == Membership.State.ACCEPTED:
         publish_on_commit(user_ids=_member_ids(conversation_id, excluding=user), event=event)
     return seq
 

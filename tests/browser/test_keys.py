@@ -8,13 +8,11 @@ from playwright.sync_api import expect
 
 from accounts.models import Device
 from tests.browser.conftest import Site
-from tests.browser.test_messaging import PASSWORD, create_keys, log_in, sign_up
+from tests.browser.test_messaging import PASSWORD, create_keys, log_in, person_with_keys, sign_up
 
 
 def test_link_a_new_browser_with_a_short_code_then_it_reads_the_history(site: Site) -> None:
-    old = site.new_page()
-    sign_up(old, "alice")
-    create_keys(old)
+    old = person_with_keys(site, "alice")
     bob = ParleyClient(site.server.url)
     bob.sign_up("bob", "bob@example.com", PASSWORD, token_name="cli")
     bob.set_up_keys("cli")

@@ -6,21 +6,15 @@ import re
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Site
-from tests.browser.test_messaging import create_keys, open_conversation_ready, send, sign_up
+from tests.browser.test_messaging import (
+    alice_opens_a_conversation_with_bob,
+    open_conversation_ready,
+    send,
+)
 
 
 def test_lost_connection_reconnects_and_catches_up_without_reload(site: Site) -> None:
-    alice = site.new_page()
-    sign_up(alice, "alice")
-    create_keys(alice)
-    bob = site.new_page()
-    sign_up(bob, "bob")
-    create_keys(bob)
-    bob.goto("/@alice")
-    bob.get_by_role("button", name="Follow").click()
-    alice.goto("/@bob")
-    alice.get_by_role("button", name="Message").click()
-    open_conversation_ready(alice)
+    alice, bob = alice_opens_a_conversation_with_bob(site)
     send(alice, "before the cut")
     bob.get_by_role("link", name="Messages").click()
     expect(bob.locator(".conversation-row.unread")).to_have_count(1)

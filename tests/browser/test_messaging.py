@@ -47,6 +47,27 @@ def open_conversation_ready(page: Page) -> None:
     expect(page.locator("#conversation[data-ready='1']")).to_be_attached()
 
 
+def person_with_keys(site: Site, handle: str) -> Page:
+    """A new account in its own browser, its keys set up."""
+    page = site.new_page()
+    sign_up(page, handle)
+    create_keys(page)
+    return page
+
+
+def alice_opens_a_conversation_with_bob(site: Site) -> tuple[Page, Page]:
+    """Alice and Bob in two browsers; Bob follows Alice, so her conversation with him
+    is no request. Alice's page is on the conversation."""
+    alice = person_with_keys(site, "alice")
+    bob = person_with_keys(site, "bob")
+    bob.goto("/@alice")
+    bob.get_by_role("button", name="Follow").click()
+    alice.goto("/@bob")
+    alice.get_by_role("button", name="Message").click()
+    open_conversation_ready(alice)
+    return alice, bob
+
+
 def send(page: Page, text: str) -> None:
     box = page.get_by_label("Message", exact=True)
     box.fill(text)
@@ -150,18 +171,7 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
     from messaging.models import Attachment, Message, Report
 
     marker = f"MARKER-{uuid.uuid4().hex}"
-    alice = site.new_page()
-    sign_up(alice, "alice")
-    create_keys(alice)
-    bob = site.new_page()
-    sign_up(bob, "bob")
-    create_keys(bob)
-    # Bob follows Alice, so her message is not a request.
-    bob.goto("/@alice")
-    bob.get_by_role("button", name="Follow").click()
-    alice.goto("/@bob")
-    alice.get_by_role("button", name="Message").click()
-    open_conversation_ready(alice)
+    alice, bob = alice_opens_a_conversation_with_bob(site)
     conversation_id = alice.locator("#conversation").get_attribute("data-conversation-id")
     bob.goto(f"/c/{conversation_id}")
     open_conversation_ready(bob)
