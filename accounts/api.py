@@ -488,9 +488,16 @@ def _session_key(request: Request) -> str | None:
     return key
 
 
-class DeviceLinkListApi(BaseApi):
-    throttle_scope = "keys_write"
+class _DeviceLinkApi(BaseApi):
+    """Both devices poll a link while the user compares codes: reads have their own,
+    larger allowance, so polling never uses up the one the key writes need."""
 
+    @property
+    def throttle_scope(self) -> str:
+        return "device_link_read" if self.request.method == "GET" else "keys_write"
+
+
+class DeviceLinkListApi(_DeviceLinkApi):
     class DeviceLinkCreateInputSerializer(serializers.Serializer):
         commitment = B64uField(
             length=32, help_text="mac(key = new_nonce, data = parley/link/v1 signing input)."
@@ -529,9 +536,7 @@ class DeviceLinkListApi(BaseApi):
         return Response(DeviceLinkSerializer(link).data, status=status.HTTP_201_CREATED)
 
 
-class DeviceLinkApi(BaseApi):
-    throttle_scope = "keys_write"
-
+class DeviceLinkApi(_DeviceLinkApi):
     @extend_schema(
         parameters=[LINK_DEVICE_PARAMETER], responses={200: DeviceLinkSerializer}, tags=["devices"]
     )

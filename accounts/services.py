@@ -643,6 +643,14 @@ def device_register(
     )
 
 
+def _check_device_signing_key(sign_public_key: bytes) -> None:
+    """A device's signing key must be a curve point of large order, like the AIK."""
+    if not crypto.is_valid_ed25519_public_key(sign_public_key):
+        raise ApplicationError(
+            "invalid_key", "That is not an Ed25519 public key.", field="sign_pub"
+        )
+
+
 def _device_add(
     *,
     user: User,
@@ -660,6 +668,7 @@ def _device_add(
     Locks the current AIK row, so that a concurrent identity key reset cannot slip in
     between the signature check and the insert.
     """
+    _check_device_signing_key(sign_public_key)
     identity_key = _current_identity_key(user, lock=True)
     if identity_key is None:
         raise Conflict(
@@ -999,10 +1008,7 @@ def device_link_reveal(
     link = _link_locked(user=user, link_id=link_id)
     _link_check_requester(link, token=token, session_key=session_key)
     _link_check_state(link, DeviceLink.State.CHALLENGED, action="revealed")
-    if not crypto.is_valid_ed25519_public_key(sign_public_key):
-        raise ApplicationError(
-            "invalid_key", "That is not an Ed25519 public key.", field="sign_pub"
-        )
+    _check_device_signing_key(sign_public_key)
     expected = crypto.link_commitment(
         new_nonce=nonce,
         user_id=user.pk,

@@ -257,6 +257,7 @@ API_THROTTLE_RATES = {
     "search": env.str("THROTTLE_SEARCH", default="60/min"),
     "key_directory": env.str("THROTTLE_KEY_DIRECTORY", default="120/min"),
     "keys_write": env.str("THROTTLE_KEYS_WRITE", default="30/min"),
+    "device_link_read": env.str("THROTTLE_DEVICE_LINK_READ", default="120/min"),
     "social": env.str("THROTTLE_SOCIAL", default="120/min"),
     "messaging": env.str("THROTTLE_MESSAGING", default="600/min"),
     "attachments": env.str("THROTTLE_ATTACHMENTS", default="120/min"),

@@ -35,12 +35,9 @@ DEVICE_PARAMETER = OpenApiParameter(
 )  # fmt: skip
 
 
-def _reading_device(request: Request) -> Device:
-    body = request.data if isinstance(request.data, dict) else {}
+def _reading_device(request: Request, named: object | None) -> Device:
     return account_selectors.device_for_caller(
-        user=current_user(request),
-        token=request_token(request),
-        named=request.query_params.get("device") or body.get("device"),
+        user=current_user(request), token=request_token(request), named=named
     )
 
 
@@ -227,7 +224,7 @@ class MessageListApi(BaseApi):
             ) from exc
         messages = selectors.history_page(
             user=current_user(request),
-            device=_reading_device(request),
+            device=_reading_device(request, request.query_params.get("device")),
             conversation_id=conversation_id,
             before_seq=before,
             limit=limit,
@@ -263,17 +260,20 @@ class MessageDeleteApi(BaseApi):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SeqInputSerializer(serializers.Serializer):
+class SeqSerializer(serializers.Serializer):
     seq = serializers.IntegerField(min_value=0, max_value=2**62)
-    device = serializers.UUIDField(required=False)
+
+
+class DeliveredInputSerializer(SeqSerializer):
+    device = serializers.UUIDField(required=False, help_text="Implied by a bound token.")
 
 
 class ReadApi(BaseApi):
-    @extend_schema(
-        request=SeqInputSerializer, responses={200: SeqInputSerializer}, tags=["messages"]
-    )
+    """Read marks are the user's, whichever device read: no device to name."""
+
+    @extend_schema(request=SeqSerializer, responses={200: SeqSerializer}, tags=["messages"])
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
-        data = SeqInputSerializer(data=request.data)
+        data = SeqSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         seq = services.read_mark(
             user=current_user(request),
@@ -308,13 +308,13 @@ class ReceiptsApi(BaseApi):
 
 class DeliveredApi(BaseApi):
     @extend_schema(
-        request=SeqInputSerializer, responses={200: SeqInputSerializer}, tags=["messages"]
+        request=DeliveredInputSerializer, responses={200: SeqSerializer}, tags=["messages"]
     )
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
-        data = SeqInputSerializer(data=request.data)
+        data = DeliveredInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         seq = services.delivery_ack(
-            device=_reading_device(request),
+            device=_reading_device(request, data.validated_data.get("device")),
             conversation_id=conversation_id,
             seq=data.validated_data["seq"],
         )
@@ -344,7 +344,7 @@ class SyncApi(BaseApi):
         data.is_valid(raise_exception=True)
         page = selectors.sync(
             user=current_user(request),
-            device=_reading_device(request),
+            device=_reading_device(request, data.validated_data.get("device")),
             cursor=data.validated_data.get("cursor"),
             limit=data.validated_data["limit"],
         )

@@ -35,6 +35,8 @@ def conversation_get_for_member(*, user: User, conversation_id: uuid.UUID) -> Co
         Conversation.objects.filter(
             pk=conversation_id, memberships__user=user, memberships__left_at__isnull=True
         )
+        # The same join as the filter: the caller's own membership.
+        .annotate(my_state=F("memberships__state"))
         .prefetch_related(_members_prefetch())
         .first()
     )
@@ -230,30 +232,31 @@ class MemberReceipts:
 def receipts_get(*, user: User, conversation_id: uuid.UUID) -> list[MemberReceipts]:
     """Delivered and read marks of the other members, as receipts would have told them
     live, in two queries. Delivered is the furthest of a member's devices."""
-    membership_get(user=user, conversation_id=conversation_id)
     members = list(
-        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
-        .exclude(user=user)
-        .select_related("user")
+        Membership.objects.filter(conversation_id=conversation_id, left_at__isnull=True).values(
+            "user_id", "state", "last_read_seq", "user__send_read_receipts"
+        )
     )
+    if not any(member["user_id"] == user.pk for member in members):
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    others = [member for member in members if member["user_id"] != user.pk]
     delivered = dict(
         DeviceCursor.objects.filter(
-            conversation_id=conversation_id, device__user__in=[m.user_id for m in members]
+            conversation_id=conversation_id, device__user__in=[m["user_id"] for m in others]
         )
         .values("device__user")
         .annotate(furthest=Max("delivered_seq"))
         .values_list("device__user", "furthest")
     )
     receipts = []
-    for member in members:
-        accepted = member.state == Membership.State.ACCEPTED
+    for member in others:
+        accepted = member["state"] == Membership.State.ACCEPTED
+        shares_reads = accepted and member["user__send_read_receipts"]
         receipts.append(
             MemberReceipts(
-                user_id=member.user_id,
-                delivered_seq=delivered.get(member.user_id, 0) if accepted else 0,
-                read_seq=(
-                    member.last_read_seq if accepted and member.user.send_read_receipts else None
-                ),
+                user_id=member["user_id"],
+                delivered_seq=delivered.get(member["user_id"], 0) if accepted else 0,
+                read_seq=member["last_read_seq"] if shares_reads else None,
             )
         )
     return receipts

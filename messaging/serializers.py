@@ -121,6 +121,9 @@ class ConversationSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     disappearing_seconds = serializers.IntegerField(allow_null=True)
     members = serializers.SerializerMethodField()
+    my_state = serializers.CharField(
+        help_text="accepted, requested (a message request) or declined."
+    )
 
     def get_members(self, conversation: Conversation) -> list[dict[str, Any]]:
         memberships: list[Membership] = getattr(conversation, "active_memberships", [])
@@ -128,7 +131,6 @@ class ConversationSerializer(serializers.Serializer):
 
 
 class InboxEntrySerializer(ConversationSerializer):
-    my_state = serializers.CharField()
     my_role = serializers.CharField()
     unread_count = serializers.IntegerField()
     last_message = serializers.SerializerMethodField()

@@ -22,7 +22,7 @@ from nacl.hash import blake2b
 
 from accounts import services as account_services
 from accounts.models import ApiToken, Block, Device, Follow, HistoryKey, User
-from accounts.selectors import message_permission, relationships_with
+from accounts.selectors import device_get_active, message_permission, relationships_with
 from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging.models import (
@@ -38,7 +38,17 @@ from realtime.publish import publish_now, publish_on_commit
 MAX_GROUP_MEMBERS = 50
 DELETE_FOR_EVERYONE_WINDOW = timedelta(hours=48)
 # Timers a conversation may have, in seconds (none, 30 s ... 4 weeks).
-DISAPPEARING_CHOICES = (30, 300, 3600, 8 * 3600, 86400, 7 * 86400, 28 * 86400)
+# The disappearing-message timers a conversation may have, in seconds, with their names.
+DISAPPEARING_TIMERS = {
+    30: "30 seconds",
+    300: "5 minutes",
+    3600: "1 hour",
+    8 * 3600: "8 hours",
+    86400: "1 day",
+    7 * 86400: "1 week",
+    28 * 86400: "4 weeks",
+}
+DISAPPEARING_CHOICES = tuple(DISAPPEARING_TIMERS)
 TYPING_INTERVAL_SECONDS = 2
 
 
@@ -361,7 +371,7 @@ def _check_sender_device(*, sender: User, device_id: uuid.UUID, token: ApiToken 
         raise PermissionDenied(
             "wrong_device", "This token belongs to another device.", field="sender_device"
         )
-    device = Device.objects.filter(pk=device_id, user=sender, revoked_at__isnull=True).first()
+    device = device_get_active(user=sender, device_id=device_id)
     if device is None:
         raise PermissionDenied(
             "unknown_device", "That is not an active device of yours.", field="sender_device"
@@ -726,15 +736,16 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
 def typing_notify(*, user: User, conversation_id: uuid.UUID) -> None:
     """Tell the other members that ``user`` is typing. Never stored; at most one
     event every two seconds per user and conversation."""
+    # The allowance first: a refused frame costs no query.
+    if not cache.add(f"typing:{user.pk}:{conversation_id}", 1, timeout=TYPING_INTERVAL_SECONDS):
+        raise RateLimited(
+            "rate_limited", "Typing events are limited.", retry_after=TYPING_INTERVAL_SECONDS
+        )
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
     membership = _active_membership(user=user, conversation=conversation)
     _check_may_send(sender=user, conversation=conversation, membership=membership)
-    if not cache.add(f"typing:{user.pk}:{conversation_id}", 1, timeout=TYPING_INTERVAL_SECONDS):
-        raise RateLimited(
-            "rate_limited", "Typing events are limited.", retry_after=TYPING_INTERVAL_SECONDS
-        )
     publish_now(
         user_ids=_member_ids(conversation_id, excluding=user, skip_declined=True),
         event={"type": "typing", "conversation_id": str(conversation_id), "user_id": str(user.pk)},

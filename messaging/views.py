@@ -19,17 +19,7 @@ from accounts.views import viewer_of
 from common.errors import ApplicationError, NotFound
 from messaging import selectors, services
 from messaging.models import Report
-from messaging.services import DISAPPEARING_CHOICES
-
-TIMER_LABELS = {
-    30: "30 seconds",
-    300: "5 minutes",
-    3600: "1 hour",
-    8 * 3600: "8 hours",
-    86400: "1 day",
-    7 * 86400: "1 week",
-    28 * 86400: "4 weeks",
-}
+from messaging.services import DISAPPEARING_TIMERS
 
 
 @require_GET
@@ -48,7 +38,7 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
         )
     except NotFound as exc:
         raise Http404 from exc
-    timers = [(seconds, TIMER_LABELS[seconds]) for seconds in DISAPPEARING_CHOICES]
+    timers = list(DISAPPEARING_TIMERS.items())
     context = {"conversation": found, "timers": timers, "report_reasons": Report.Reason.choices}
     return render(request, "messaging/conversation.html", context)
 

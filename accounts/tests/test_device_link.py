@@ -563,10 +563,10 @@ def test_another_user_gets_404_for_everything(alice: Account, laptop: NewDevice)
             "link_id",
         )
     assert bob.phone.api.get(LINKS).json()["results"] == []
-    # A link that does not exist looks the same.
+    # Alice's real link looks to Bob exactly like one that does not exist.
     assert (
-        bob.phone.api.get(f"{LINKS}/{uuid.uuid4()}").json()
-        == alice.phone.api.get(f"{LINKS}/{uuid.uuid4()}").json()
+        bob.phone.api.get(f"{LINKS}/{link_id}").json()
+        == bob.phone.api.get(f"{LINKS}/{uuid.uuid4()}").json()
     )
     assert DeviceLink.objects.get(pk=link_id).state == "pending"
 
@@ -692,12 +692,23 @@ def test_listing_links_needs_an_existing_device(alice: Account, laptop: NewDevic
 def test_link_requests_use_the_keys_write_throttle(
     alice: Account, laptop: NewDevice, settings: Any
 ) -> None:
-    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "keys_write": "3/min"}
+    settings.API_THROTTLE_RATES = {
+        **settings.API_THROTTLE_RATES, "keys_write": "3/min", "device_link_read": "2/min",
+    }  # fmt: skip
     link_id = request_link(laptop)
+    # Polling has its own allowance: it does not use up the writes'.
     assert laptop.api.get(f"{LINKS}/{link_id}").status_code == 200
     assert alice.phone.api.get(f"{LINKS}/{link_id}").status_code == 200
     throttled = laptop.api.get(f"{LINKS}/{link_id}")
     assert throttled.status_code == 429
+    nonce = b64u_encode(bytes(32))
+    challenge = {"nonce": nonce}
+    assert (
+        alice.phone.api.post(f"{LINKS}/{link_id}/challenge", challenge, format="json").status_code
+        == 200
+    )
+    assert alice.phone.api.post(f"{LINKS}/{link_id}/deny", {}, format="json").status_code == 200
+    assert alice.phone.api.post(f"{LINKS}/{link_id}/deny", {}, format="json").status_code == 429
 
 
 def test_polling_takes_a_fixed_number_of_queries(

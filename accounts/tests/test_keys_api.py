@@ -69,6 +69,26 @@ def _tampered(payload: dict, field: str, value) -> dict:
 OTHER_KEY = b64u_encode(bytes(SigningKey.generate().verify_key))
 
 
+def test_a_device_signing_key_of_small_order_is_refused_even_when_certified(alice) -> None:
+    user, client, _ = alice
+    aik = give_identity(user)
+    keys = DeviceKeys(user_id=user.pk)
+    small_order = b"\x01" + b"\0" * 31  # the identity point: any signature "verifies"
+    message = crypto.device_certificate_input(
+        user_id=user.pk, device_id=keys.device_id, sign_public_key=small_order,
+        box_public_key=bytes(keys.box.public_key), created_at=keys.created_at,
+    )  # fmt: skip
+    payload = {
+        **keys.payload(aik),
+        "sign_pub": b64u_encode(small_order),
+        "certificate": b64u_encode(aik.sign(message).signature),
+    }
+    response = client.post(DEVICES, payload, format="json")
+    assert response.status_code == 400, response.content
+    assert (_error(response)["code"], _error(response)["field"]) == ("invalid_key", "sign_pub")
+    assert not Device.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("field", "value", "code"),
     [
@@ -355,9 +375,11 @@ def test_empty_backup_is_refused(alice) -> None:
 @pytest.mark.parametrize("handle", ["a%00b", "bad handle", "x" * 40, "%C3%A9t%C3%A9"])
 def test_malformed_handles_in_paths_are_404_not_500(alice, handle) -> None:
     _, client, _ = alice
-    for suffix in ("", "/keys", "/follow"):
+    for suffix in ("", "/keys"):
         response = client.get(f"/api/v1/users/{handle}{suffix}")
-        assert response.status_code in (404, 405), (handle, suffix)
+        assert response.status_code == 404, (handle, suffix)
+    response = client.post(f"/api/v1/users/{handle}/follow")
+    assert response.status_code == 404, (handle, "/follow")
 
 
 def test_nul_in_search_and_login_is_a_clear_400(alice) -> None:

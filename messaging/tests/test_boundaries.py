@@ -94,9 +94,11 @@ def test_direct_conversations_cannot_be_left() -> None:
 def test_blocking_from_a_group_request_blocks_who_added_you() -> None:
     alice, bob, mallory = person("alice"), person("bob"), person("mallory")
     conversation_id = group(alice, "Invite", [mallory])
-    mallory.phones[0].api.post(
+    refused = mallory.phones[0].api.post(
         f"/api/v1/conversations/{conversation_id}/members", {"handles": ["bob"]}, format="json"
-    )  # mallory is no admin: refused
+    )
+    assert refused.status_code == 403, "mallory is no admin"
+    assert not Membership.objects.filter(conversation_id=conversation_id, user=bob.user).exists()
     Membership.objects.filter(conversation_id=conversation_id, user=mallory.user).update(
         role="admin"
     )

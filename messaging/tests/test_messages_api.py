@@ -198,6 +198,10 @@ def test_requests_inbox_accept_decline_block() -> None:
     send(alice, conversation_id, [alice, dan])
     inbox = dan.phones[0].api.get("/api/v1/conversations").json()["results"]
     requests = dan.phones[0].api.get("/api/v1/conversations", {"requests": "1"}).json()["results"]
+    detail = f"/api/v1/conversations/{conversation_id}"
+    # Each side sees its own state of the conversation, never the other's.
+    assert dan.phones[0].api.get(detail).json()["my_state"] == "requested"
+    assert alice.phones[0].api.get(detail).json()["my_state"] == "accepted"
     assert inbox == []
     assert [entry["id"] for entry in requests] == [conversation_id]
     assert (
@@ -467,6 +471,10 @@ def test_receipts_show_delivered_and_read_marks_only_as_members_allow(pair) -> N
     assert alice.phones[0].api.get(url).json()["results"] == [
         {"user_id": str(bob.user.pk), "delivered_seq": 3, "read_seq": 2}
     ]
+    with CaptureQueriesContext(connection) as queries:
+        alice.phones[0].api.get(url)
+    receipt_queries = [q for q in queries.captured_queries if "messaging_" in q["sql"]]
+    assert len(receipt_queries) == 2, "memberships, then the delivered marks"
     # Bob turns read receipts off: his read mark is no longer shown.
     User.objects.filter(pk=bob.user.pk).update(send_read_receipts=False)
     assert alice.phones[0].api.get(url).json()["results"][0]["read_seq"] is None
