@@ -17,7 +17,7 @@ from accounts import selectors as account_selectors
 from accounts.authentication import request_token
 from accounts.models import Device
 from common.api import BaseApi, current_user, paginated_response
-from common.errors import ApplicationError, NotFound
+from common.errors import NotFound
 from common.fields import B64uField
 from messaging import selectors, services
 from messaging.models import Attachment, Report
@@ -28,11 +28,6 @@ from messaging.serializers import (
     MessageSchemaSerializer,
     MessageSerializer,
 )
-
-DEVICE_PARAMETER = OpenApiParameter(
-    "device", OpenApiTypes.UUID, required=False,
-    description="The reading device; implied by a token bound to a device.",
-)  # fmt: skip
 
 
 def _reading_device(request: Request, named: object | None) -> Device:
@@ -203,31 +198,31 @@ class ConversationActionApi(BaseApi):
 class MessageListApi(BaseApi):
     throttle_scope = "messaging"
 
+    class HistoryQuerySerializer(serializers.Serializer):
+        device = serializers.UUIDField(
+            required=False, help_text="The reading device; implied by a bound token."
+        )
+        before = serializers.IntegerField(
+            required=False, min_value=1, help_text="Messages with a lower seq."
+        )
+        limit = serializers.IntegerField(
+            required=False, default=50, min_value=1, max_value=200, help_text="At most 200."
+        )
+
     @extend_schema(
-        parameters=[
-            DEVICE_PARAMETER,
-            OpenApiParameter("before", int, description="Messages with a lower seq."),
-            OpenApiParameter("limit", int, description="At most 200; 50 by default."),
-        ],
+        parameters=[HistoryQuerySerializer],
         responses={200: MessageSchemaSerializer(many=True)},
         tags=["messages"],
     )
     def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
-        try:
-            before = (
-                int(request.query_params["before"]) if "before" in request.query_params else None
-            )
-            limit = int(request.query_params.get("limit", 50))
-        except ValueError as exc:
-            raise ApplicationError(
-                "invalid", "before and limit are numbers.", field="before"
-            ) from exc
+        query = self.HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         messages = selectors.history_page(
             user=current_user(request),
-            device=_reading_device(request, request.query_params.get("device")),
+            device=_reading_device(request, query.validated_data.get("device")),
             conversation_id=conversation_id,
-            before_seq=before,
-            limit=limit,
+            before_seq=query.validated_data.get("before"),
+            limit=query.validated_data["limit"],
         )
         return Response({"results": MessageSerializer(messages, many=True).data})
 

@@ -483,3 +483,14 @@ def test_receipts_show_delivered_and_read_marks_only_as_members_allow(pair) -> N
     response = outsider.phones[0].api.get(url)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "conversation_not_found"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"before": "x"}, "before"), ({"limit": "many"}, "limit"), ({"limit": 500}, "limit")],
+)
+def test_history_refuses_bad_paging_naming_the_field(pair, query, field) -> None:
+    _, bob, conversation_id = pair
+    response = bob.phones[0].api.get(f"/api/v1/conversations/{conversation_id}/messages", query)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
