@@ -20,7 +20,14 @@ import os
 import sys
 from pathlib import Path
 
-from parley_client.client import ApiError, IdentityKeyChanged, LinkError, ParleyClient, Received
+from parley_client.client import (
+    ApiError,
+    DirectoryMismatch,
+    IdentityKeyChanged,
+    LinkError,
+    ParleyClient,
+    Received,
+)
 
 
 def _password(prompt: str = "Password: ") -> str:
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except IdentityKeyChanged as error:
         print(f"error: {error}; compare safety numbers before sending", file=sys.stderr)
         return 1
-    except LinkError as error:
+    except (LinkError, DirectoryMismatch) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

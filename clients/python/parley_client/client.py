@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import websockets
@@ -45,12 +45,17 @@ class LinkError(Exception):
 
 
 class IdentityKeyChanged(Exception):
-    """A peer's identity key differs from the pinned one (their safety number changed)."""
+    """The identity key of a peer the user verified differs from the pinned one (their
+    safety number changed)."""
 
-    def __init__(self, user_id: str, verified_before: bool) -> None:
+    def __init__(self, user_id: str) -> None:
         super().__init__(f"the identity key of {user_id} changed")
         self.user_id = user_id
-        self.verified_before = verified_before
+
+
+class DirectoryMismatch(Exception):
+    """The key directory answered with another user's keys than the ones asked for: the
+    server is misbehaving, and nothing in the answer is used."""
 
 
 @dataclass
@@ -70,6 +75,13 @@ class VerifiedDirectory:
     devices: dict[str, str]  # device id -> box public key (b64u)
     history_key: str | None  # hk_pub (b64u), if certified
     rejected_devices: list[str] = field(default_factory=list)
+
+
+class KnownDevice(NamedTuple):
+    """A device whose certificate verified under its owner's identity key."""
+
+    user_id: str
+    box_pub: str  # b64u
 
 
 @dataclass
@@ -115,7 +127,6 @@ class LinkChallenge:
     one it saw *before* sending its nonce: the revealed keys are checked against this
     copy, never against what the server shows later."""
 
-    link_id: str
     commitment: bytes
     existing_nonce: bytes
     revealed: dict[str, Any] | None = None
@@ -130,20 +141,27 @@ class ParleyClient:
             self.state = State(server=server.rstrip("/"))
         self._http = httpx.Client(base_url=f"{self.state.server}/api/v1", timeout=30)
         self._directories: dict[str, VerifiedDirectory] = {}
-        # Every device box key ever verified, so messages from since-revoked devices of a
-        # peer can still be checked against a key we once verified.
-        self._known_devices: dict[str, str] = {}
+        # Every device ever verified, by device id, with its owner: messages from
+        # since-revoked devices of a peer can still be checked against a key we once
+        # verified, and only as coming from the user who certified the device.
+        self._known_devices: dict[str, KnownDevice] = {}
         self._link_challenges: dict[str, LinkChallenge] = {}
+        self._device_keys: crypto.DeviceKeys | None = None  # self.state.device, decoded
 
     # --- State ---------------------------------------------------------------------------
 
     def save(self) -> None:
+        """Write the state (secret keys, token) atomically, readable by the owner only:
+        the file is created 0600 and a folder made for it 0700."""
         if self.state_file is None:
             return
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.state.__dict__, indent=2))
-        os.chmod(temporary, 0o600)
+        data = json.dumps(self.state.__dict__, indent=2)
+        temporary.unlink(missing_ok=True)  # a leftover keeps its mode through O_CREAT
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
         temporary.replace(self.state_file)
 
     def close(self) -> None:
@@ -157,19 +175,19 @@ class ParleyClient:
 
     @property
     def device(self) -> crypto.DeviceKeys:
-        if self.state.device is None:
-            raise RuntimeError("set up keys or restore a backup first")
-        d = self.state.device
-        return crypto.DeviceKeys(
-            device_id=d["device_id"],
-            sign_seed=crypto.b64u_decode(d["sign_seed"]),
-            box_secret=crypto.b64u_decode(d["box_secret"]),
-            created_at=d["created_at"],
-        )
+        if self._device_keys is None:
+            if self.state.device is None:
+                raise RuntimeError("set up keys or restore a backup first")
+            self._device_keys = _device_from_state(self.state.device)
+        return self._device_keys
+
+    def _become_device(self, keys: crypto.DeviceKeys) -> None:
+        self.state.device = _device_to_state(keys)
+        self._device_keys = keys
 
     @property
     def device_id(self) -> str:
-        return str(self.device.device_id)
+        return self.device.device_id
 
     def _aik(self) -> crypto.IdentityKey:
         if self.state.aik_seed is None:
@@ -285,7 +303,7 @@ class ParleyClient:
         self.request(
             "POST", "/devices",
             json={
-                "device_id": str(device.device_id),
+                "device_id": device.device_id,
                 "name": name,
                 "sign_pub": crypto.b64u_encode(device.sign_public),
                 "box_pub": crypto.b64u_encode(device.box_public),
@@ -293,12 +311,7 @@ class ParleyClient:
                 "certificate": crypto.b64u_encode(certificate),
             },
         )  # fmt: skip
-        self.state.device = {
-            "device_id": str(device.device_id),
-            "sign_seed": crypto.b64u_encode(device.sign_seed),
-            "box_secret": crypto.b64u_encode(device.box_secret),
-            "created_at": device.created_at,
-        }
+        self._become_device(device)
         # Our own identity key is pinned and verified by construction.
         self.state.pins[self.user_id] = Pin(crypto.b64u_encode(aik.public), verified=True).__dict__
         self.save()
@@ -323,12 +336,7 @@ class ParleyClient:
         self.state.pending_link = {
             "id": str(link["id"]),
             "name": device_name,
-            "device": {
-                "device_id": str(device.device_id),
-                "sign_seed": crypto.b64u_encode(device.sign_seed),
-                "box_secret": crypto.b64u_encode(device.box_secret),
-                "created_at": device.created_at,
-            },
+            "device": _device_to_state(device),
             "new_nonce": crypto.b64u_encode(new_nonce),
         }
         self.save()
@@ -397,7 +405,7 @@ class ParleyClient:
             raise LinkError("the bundle's history key is not the account's")
         self.state.aik_seed = crypto.b64u_encode(aik_seed)
         self.state.hk_secret = crypto.b64u_encode(hk_secret)
-        self.state.device = dict(pending["device"])
+        self._become_device(keys)
         self.state.pins[self.user_id] = Pin(aik_pub, verified=True).__dict__
         self.state.pending_link = None
         self.save()
@@ -429,7 +437,7 @@ class ParleyClient:
             "POST", f"/devices/links/{link_id}/challenge",
             json={"device": self.device_id, "nonce": crypto.b64u_encode(nonce)},
         )  # fmt: skip
-        self._link_challenges[str(link_id)] = LinkChallenge(str(link_id), commitment, nonce)
+        self._link_challenges[str(link_id)] = LinkChallenge(commitment, nonce)
 
     def link_code_to_confirm(self, link_id: str, *, timeout: float = 600, poll: float = 3) -> str:
         """Existing device, step 4: wait for the new device's keys, check them against
@@ -493,14 +501,7 @@ class ParleyClient:
         pending = self.state.pending_link
         if pending is None:
             raise RuntimeError("request a link first")
-        d = pending["device"]
-        keys = crypto.DeviceKeys(
-            device_id=d["device_id"],
-            sign_seed=crypto.b64u_decode(d["sign_seed"]),
-            box_secret=crypto.b64u_decode(d["box_secret"]),
-            created_at=d["created_at"],
-        )
-        return pending, keys
+        return pending, _device_from_state(pending["device"])
 
     def _wait_for_link(
         self, link_id: str, states: set[str], *, timeout: float, poll: float
@@ -535,12 +536,31 @@ class ParleyClient:
     # --- Key directory and trust ---------------------------------------------------------
 
     def _fetch_directory_unverified(self, user_ref: str) -> dict[str, Any]:
+        """A user's entry in the key directory, by id or ``@handle``, with nothing
+        verified but that it is the user asked for (``DirectoryMismatch`` otherwise);
+        its ``user_id`` comes back in canonical form."""
         try:
-            user_id = str(uuid.UUID(user_ref))
-            result: dict[str, Any] = self.request("GET", f"/keys/{user_id}")
+            asked_id: str | None = str(uuid.UUID(user_ref))
         except ValueError:
-            result = self.request("GET", f"/users/{user_ref.removeprefix('@')}/keys")
-        return result
+            asked_id = None
+        handle = user_ref.removeprefix("@")
+        if asked_id is not None:
+            result = self.request("GET", f"/keys/{asked_id}")
+        else:
+            result = self.request("GET", f"/users/{handle}/keys")
+        if not isinstance(result, dict):
+            raise DirectoryMismatch("the key directory did not answer with a user's keys")
+        user_id = _id_or_none(result.get("user_id"))
+        if user_id is None:
+            raise DirectoryMismatch("the key directory answered without a user id")
+        if asked_id is not None and user_id != asked_id:
+            raise DirectoryMismatch(f"asked for the keys of {asked_id}, got those of {user_id}")
+        answered = result.get("handle")
+        if asked_id is None and (
+            not isinstance(answered, str) or answered.casefold() != handle.casefold()
+        ):
+            raise DirectoryMismatch(f"asked for the keys of @{handle}, got those of {answered!r}")
+        return {**result, "user_id": user_id}
 
     def directory(self, user_ref: str, *, accept_change: bool = False) -> VerifiedDirectory:
         """Fetch a user's keys and verify them all under their pinned identity key.
@@ -559,7 +579,7 @@ class ParleyClient:
             self.state.pins[user_id] = Pin(aik_pub).__dict__
         elif pin["aik_pub"] != aik_pub:
             if pin["verified"] and not accept_change:
-                raise IdentityKeyChanged(user_id, verified_before=True)
+                raise IdentityKeyChanged(user_id)
             self.state.pins[user_id] = Pin(aik_pub, verified=False, changed=True).__dict__
         self.save()
         devices: dict[str, str] = {}
@@ -569,10 +589,17 @@ class ParleyClient:
                 aik_pub, user_id, device["device_id"], device["sign_pub"], device["box_pub"],
                 device["created_at"], device["certificate"],
             )  # fmt: skip
-            if ok:
-                devices[device["device_id"]] = device["box_pub"]
-            else:
+            if not ok:
                 rejected.append(device["device_id"])
+                continue
+            device_id = crypto.canonical_id(device["device_id"])
+            known = self._known_devices.get(device_id)
+            if known is not None and known.user_id != user_id:
+                # A device belongs to one user for good: a second user certifying it
+                # would let the server pass its owner's messages off as theirs.
+                rejected.append(device_id)
+                continue
+            devices[device_id] = device["box_pub"]
         history_key = None
         if raw.get("history_key") and crypto.verify_history_key_certificate(
             aik_pub, user_id, raw["history_key"]["hk_pub"], raw["history_key"]["certificate"]
@@ -582,7 +609,8 @@ class ParleyClient:
             user_id, raw["handle"], aik_pub, devices, history_key, rejected
         )
         self._directories[user_id] = directory
-        self._known_devices.update(devices)
+        for device_id, box_pub in devices.items():
+            self._known_devices[device_id] = KnownDevice(user_id, box_pub)
         return directory
 
     def safety_number(self, user_ref: str) -> str:
@@ -698,7 +726,12 @@ class ParleyClient:
         message = dict(message)
         if message.get("deleted"):
             return Received(message, False, None, error="deleted")
-        sender_box = self._sender_box_key(message.get("sender_id"), message.get("sender_device"))
+        sender_id = _id_or_none(message.get("sender_id"))
+        sender = self._sender_device(sender_id, _id_or_none(message.get("sender_device")))
+        if sender is not None and sender.user_id != sender_id:
+            # The server relabelled a message: never shown, not even through the history key.
+            return Received(message, False, None, error="the sender device is another user's")
+        sender_box = sender.box_pub if sender is not None else None
         result = crypto.decrypt_message(
             message, message["conversation_id"],
             my_device_id=self.device_id, my_box_secret=self.device.box_secret,
@@ -707,21 +740,26 @@ class ParleyClient:
         )  # fmt: skip
         if result.verified and sender_box is None and not result.via_history:
             return Received(message, False, None, error="unknown sender device")
+        # An unverified result carries no payload, bytes or franking key.
         return Received(
-            message, result.verified, result.payload if result.verified else None,
-            result.payload_bytes if result.verified else None,
-            result.franking_key if result.verified else None, result.error,
+            message, result.verified, result.payload, result.payload_bytes, result.franking_key,
+            result.error,
         )  # fmt: skip
 
-    def _sender_box_key(self, sender_id: Any, sender_device: Any) -> str | None:
-        if not sender_id or not sender_device:
+    def _sender_device(
+        self, sender_id: str | None, sender_device: str | None
+    ) -> KnownDevice | None:
+        """The verified device that sent a message, with its owner (which the caller
+        compares with the message's ``sender_id``); ``None`` if it is unknown even after
+        fetching the directory of ``sender_id``."""
+        if sender_id is None or sender_device is None:
             return None
         if sender_device not in self._known_devices:
             try:
-                self.directory(str(sender_id))
-            except (ApiError, IdentityKeyChanged):
+                self.directory(sender_id)
+            except (ApiError, IdentityKeyChanged, DirectoryMismatch):
                 return None
-        return self._known_devices.get(str(sender_device))
+        return self._known_devices.get(sender_device)
 
     def history(
         self, conversation_id: str, *, before: int | None = None, limit: int = 50
@@ -809,6 +847,34 @@ class ParleyClient:
             await socket.close()
             raise ApiError(401, hello.get("error") or {"code": hello.get("reason", "refused")})
         return live
+
+
+def _device_to_state(keys: crypto.DeviceKeys) -> dict[str, Any]:
+    """Device keys as the state file keeps them."""
+    return {
+        "device_id": keys.device_id,
+        "sign_seed": crypto.b64u_encode(keys.sign_seed),
+        "box_secret": crypto.b64u_encode(keys.box_secret),
+        "created_at": keys.created_at,
+    }
+
+
+def _device_from_state(data: Mapping[str, Any]) -> crypto.DeviceKeys:
+    """The inverse of ``_device_to_state``."""
+    return crypto.DeviceKeys(
+        device_id=data["device_id"],
+        sign_seed=crypto.b64u_decode(data["sign_seed"]),
+        box_secret=crypto.b64u_decode(data["box_secret"]),
+        created_at=data["created_at"],
+    )
+
+
+def _id_or_none(value: Any) -> str | None:
+    """The canonical form of an id received from the server, ``None`` if it is none."""
+    try:
+        return crypto.canonical_id(value)
+    except ValueError:
+        return None
 
 
 class LiveSocket:

@@ -223,6 +223,22 @@ def _as_bytes(value: BytesOrB64u, length: int | None, what: str) -> bytes:
     return data
 
 
+def _box(secret: BytesOrB64u, pub: BytesOrB64u, pub_what: str = "box public key") -> Box:
+    """The ``crypto_box`` between a box secret and a peer's box public key."""
+    return Box(
+        PrivateKey(_as_bytes(secret, KEY_BYTES, "box secret")),
+        PublicKey(_as_bytes(pub, PUBLIC_KEY_BYTES, pub_what)),
+    )
+
+
+def _box_encrypt(
+    plaintext: bytes, recipient_box_pub: BytesOrB64u, my_box_secret: bytes, nonce: bytes | None
+) -> bytes:
+    """``n || box(plaintext, n, recipient box key, my box secret)``, ``n`` random unless given."""
+    box = _box(my_box_secret, recipient_box_pub, "recipient box key")
+    return bytes(box.encrypt(plaintext, _random_or(nonce, NONCE_BYTES, "nonce")))
+
+
 def _random_or(value: bytes | None, length: int, what: str) -> bytes:
     if value is None:
         return nacl.utils.random(length)
@@ -670,6 +686,27 @@ def backup_plaintext(aik_seed: bytes, hk_secret: bytes) -> bytes:
     return json.dumps(content, separators=(",", ":")).encode("utf-8")
 
 
+def parse_backup_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:
+    """The inverse of ``backup_plaintext``: ``(aik_seed, hk_secret)``.
+
+    Raises ``ValueError`` unless ``plaintext`` is UTF-8 JSON with ``aik_seed`` and
+    ``hk_secret``, each 32 bytes in b64u.
+    """
+    try:
+        content = json.loads(bytes(plaintext).decode("utf-8"))
+    except RecursionError as exc:  # deep nesting: a link bundle is anyone's to forge
+        raise ValueError("nested too deeply") from exc
+    if not isinstance(content, dict):
+        raise ValueError("not a JSON object")
+    try:
+        return (
+            _as_bytes(content["aik_seed"], KEY_BYTES, "aik_seed"),
+            _as_bytes(content["hk_secret"], KEY_BYTES, "hk_secret"),
+        )
+    except KeyError as exc:
+        raise ValueError(f"no {exc.args[0]}") from exc
+
+
 def make_backup(
     aik_seed: bytes,
     hk_secret: bytes,
@@ -720,12 +757,9 @@ def restore_backup(blob: Mapping[str, Any], user_id: Id, secret: bytes) -> tuple
             "the backup did not open: wrong recovery key or passphrase, or altered backup"
         ) from exc
     try:
-        content = json.loads(plaintext.decode("utf-8"))
-        aik_seed = _as_bytes(content["aik_seed"], KEY_BYTES, "aik_seed")
-        hk_secret = _as_bytes(content["hk_secret"], KEY_BYTES, "hk_secret")
-    except (KeyError, TypeError, ValueError) as exc:
+        return parse_backup_plaintext(plaintext)
+    except ValueError as exc:
         raise BackupRestoreError(f"the backup opened but its content is malformed: {exc}") from exc
-    return aik_seed, hk_secret
 
 
 def restore_backup_with_recovery_code(
@@ -905,12 +939,9 @@ def open_link_bundle(bundle: BytesOrB64u, box_secret: bytes) -> tuple[bytes, byt
     except (DecryptionError, ValueError, TypeError) as exc:
         raise LinkBundleError("the link bundle did not open with this device's key") from exc
     try:
-        content = json.loads(plaintext.decode("utf-8"))
-        aik_seed = _as_bytes(content["aik_seed"], KEY_BYTES, "aik_seed")
-        hk_secret = _as_bytes(content["hk_secret"], KEY_BYTES, "hk_secret")
-    except (KeyError, TypeError, ValueError) as exc:
+        return parse_backup_plaintext(plaintext)
+    except ValueError as exc:
         raise LinkBundleError(f"the link bundle opened but is malformed: {exc}") from exc
-    return aik_seed, hk_secret
 
 
 # ------------------------------------------------------------------------- messages
@@ -978,14 +1009,8 @@ def wrap_key_for_device(
     nonce: bytes | None = None,
 ) -> bytes:
     """``n_d || box(K, n_d, recipient box key, sender box secret)``: 72 bytes."""
-    box = Box(
-        PrivateKey(_as_bytes(sender_box_secret, KEY_BYTES, "box secret")),
-        PublicKey(_as_bytes(recipient_box_pub, PUBLIC_KEY_BYTES, "recipient box key")),
-    )
-    wrapped = box.encrypt(
-        _as_bytes(key, KEY_BYTES, "message key"), _random_or(nonce, NONCE_BYTES, "nonce")
-    )
-    return bytes(wrapped)
+    k = _as_bytes(key, KEY_BYTES, "message key")
+    return _box_encrypt(k, recipient_box_pub, sender_box_secret, nonce)
 
 
 def unwrap_device_key(
@@ -993,28 +1018,22 @@ def unwrap_device_key(
 ) -> bytes:
     """The message key ``K`` from this device's wrap; ``DecryptionError`` on failure."""
     try:
-        data = _as_bytes(wrap, WRAP_BYTES, "wrap")
-        box = Box(
-            PrivateKey(_as_bytes(my_box_secret, KEY_BYTES, "box secret")),
-            PublicKey(_as_bytes(sender_box_pub, PUBLIC_KEY_BYTES, "sender box key")),
-        )
-        return box.decrypt(data)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        return open_from_device(_as_bytes(wrap, WRAP_BYTES, "wrap"), sender_box_pub, my_box_secret)
+    except (DecryptionError, ValueError, TypeError) as exc:
         raise DecryptionError("the message key wrap did not open") from exc
 
 
 def seal_key(key: bytes, hk_pub: BytesOrB64u) -> bytes:
     """``seal(K, hk_pub)``: 80 bytes, anonymous (randomized: a fresh ephemeral key)."""
-    sealed = SealedBox(PublicKey(_as_bytes(hk_pub, PUBLIC_KEY_BYTES, "history key")))
-    return sealed.encrypt(_as_bytes(key, KEY_BYTES, "message key"))
+    k = _as_bytes(key, KEY_BYTES, "message key")
+    return seal_to(k, _as_bytes(hk_pub, PUBLIC_KEY_BYTES, "history key"))
 
 
 def open_sealed_key(sealed: BytesOrB64u, hk_secret: bytes) -> bytes:
     """The message key ``K`` from a history wrap; ``DecryptionError`` on failure."""
     try:
-        data = _as_bytes(sealed, SEALED_KEY_BYTES, "history wrap")
-        return SealedBox(PrivateKey(_as_bytes(hk_secret, KEY_BYTES, "history key"))).decrypt(data)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        return open_sealed(_as_bytes(sealed, SEALED_KEY_BYTES, "history wrap"), hk_secret)
+    except (DecryptionError, ValueError, TypeError) as exc:
         raise DecryptionError("the history wrap did not open") from exc
 
 
@@ -1370,13 +1389,7 @@ def box_to_device(
     nonce: bytes | None = None,
 ) -> str:
     """``b64u(n || box(plaintext, n, recipient box key, my box secret))`` (section 7)."""
-    box = Box(
-        PrivateKey(_as_bytes(my_box_secret, KEY_BYTES, "box secret")),
-        PublicKey(_as_bytes(recipient_box_pub, PUBLIC_KEY_BYTES, "recipient box key")),
-    )
-    return b64u_encode(
-        bytes(box.encrypt(bytes(plaintext), _random_or(nonce, NONCE_BYTES, "nonce")))
-    )
+    return b64u_encode(_box_encrypt(bytes(plaintext), recipient_box_pub, my_box_secret, nonce))
 
 
 def box_to_devices(
@@ -1397,10 +1410,6 @@ def open_from_device(
         data = _as_bytes(boxed, None, "boxed data")
         if len(data) < NONCE_BYTES + MAC_BYTES:
             raise ValueError("too short")
-        box = Box(
-            PrivateKey(_as_bytes(my_box_secret, KEY_BYTES, "box secret")),
-            PublicKey(_as_bytes(sender_box_pub, PUBLIC_KEY_BYTES, "sender box key")),
-        )
-        return box.decrypt(data)
+        return _box(my_box_secret, sender_box_pub, "sender box key").decrypt(data)
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise DecryptionError("the box did not open") from exc

@@ -332,6 +332,23 @@ class TestBackup:
         with pytest.raises(c.BackupRestoreError, match="content is malformed"):
             c.restore_backup(blob, USER_A, key)
 
+    def test_plaintext_parses_back(self, secrets: tuple[bytes, bytes]) -> None:
+        assert c.parse_backup_plaintext(c.backup_plaintext(*secrets)) == secrets
+        aik, hk = (b64u_encode(key) for key in secrets)
+        for plaintext, reason in (
+            (b"", "Expecting value"),
+            (b"\xff", "utf-8"),
+            (b"[]", "not a JSON object"),
+            (b'"aik_seed"', "not a JSON object"),
+            (b'{"aik_seed":"AA"}', "aik_seed must be 32 bytes"),
+            (json.dumps({"hk_secret": hk}).encode(), "no aik_seed"),
+            (json.dumps({"aik_seed": aik}).encode(), "no hk_secret"),
+            (json.dumps({"aik_seed": aik, "hk_secret": 7}).encode(), "hk_secret must be bytes"),
+            (b"[" * 100_000, "nested too deeply"),
+        ):
+            with pytest.raises(ValueError, match=reason):
+                c.parse_backup_plaintext(plaintext)
+
     def test_kdf_shapes(self) -> None:
         with pytest.raises(ValueError, match="raw backup"):
             c.BackupKdf("raw", salt=bytes(16))

@@ -101,18 +101,39 @@ def test_the_commitment_binds_every_field() -> None:
 
 
 def test_the_code_depends_on_both_nonces_and_every_key() -> None:
-    device = c.DeviceKeys.generate()
-    existing, new = c.new_link_nonce(), c.new_link_nonce()
+    # Fixed inputs: a code is 6 digits, so two inputs share one once in a million; with
+    # these, every single change below is known to give another code.
+    device = c.DeviceKeys(
+        "d0d0d0d0-0000-4000-8000-00000000d0d0", bytes([1]) * 32, bytes([2]) * 32, 1
+    )
+    other = c.DeviceKeys(
+        "e0e0e0e0-0000-4000-8000-00000000e0e0", bytes([3]) * 32, bytes([4]) * 32, 2
+    )
+    existing, new = bytes([5]) * 32, bytes([6]) * 32
     base = (USER, device.device_id, device.sign_public, device.box_public, device.created_at)
     code = c.link_short_code(existing, new, *base)
     assert len(code) == 6 and code.isdigit()
-    variants = [
-        c.link_short_code(c.new_link_nonce(), new, *base),
-        c.link_short_code(existing, c.new_link_nonce(), *base),
-        c.link_short_code(existing, new, *base[:2], c.DeviceKeys.generate().sign_public, *base[3:]),
-    ]
-    # Each differs but with probability 1e-6 per variant: three at once would be 1e-18.
-    assert any(variant != code for variant in variants)
+    user_id, device_id, sign_pub, box_pub, created_at = base
+    variants = {
+        "existing nonce": c.link_short_code(bytes([7]) * 32, new, *base),
+        "new nonce": c.link_short_code(existing, bytes([7]) * 32, *base),
+        "user id": c.link_short_code(
+            existing, new, "22222222-2222-4222-8222-222222222222", *base[1:]
+        ),
+        "device id": c.link_short_code(
+            existing, new, user_id, other.device_id, sign_pub, box_pub, created_at
+        ),
+        "sign key": c.link_short_code(
+            existing, new, user_id, device_id, other.sign_public, box_pub, created_at
+        ),
+        "box key": c.link_short_code(
+            existing, new, user_id, device_id, sign_pub, other.box_public, created_at
+        ),
+        "created_at": c.link_short_code(existing, new, *base[:4], created_at + 1),
+    }
+    for changed, variant in variants.items():
+        assert variant != code, f"the code does not depend on the {changed}"
+    assert any(variant != code for variant in variants.values())
     with pytest.raises(ValueError, match="32 bytes"):
         c.link_short_code(existing[:16], new, *base)
 
