@@ -552,8 +552,11 @@ def test_password_change_with_a_wrong_current_password_is_refused():
 
 
 def test_pages_have_no_inline_scripts_or_styles_and_label_every_input(client):
+    from messaging.services import conversation_get_or_create_direct
+
     alice = make_user("alice")
     bob = make_user("bob")
+    direct, _ = conversation_get_or_create_direct(user=alice, other=bob)
     anonymous_pages = [
         client.get(reverse("accounts:signup")),
         client.get(reverse("accounts:login")),
@@ -573,6 +576,7 @@ def test_pages_have_no_inline_scripts_or_styles_and_label_every_input(client):
         viewer.get(reverse("accounts:setup")),
         viewer.get(reverse("messaging:new")),
         viewer.get(reverse("accounts:logout")),
+        viewer.get(reverse("messaging:conversation", args=[direct.pk])),
     ]
     for page in pages:
         html = page.content.decode()
@@ -582,6 +586,8 @@ def test_pages_have_no_inline_scripts_or_styles_and_label_every_input(client):
             assert 'type="module"' in attributes and 'src="/static/js/' in attributes
             assert not body.strip()
         assert "style=" not in html
+        # No inline event handlers either (onclick= and the like): the CSP forbids them.
+        assert not re.search(r"\son[a-z]+=", html), re.search(r"\son[a-z]+=", html)
         assert '<main id="main"' in html
         assert 'role="status"' in html
         for input_id in re.findall(r'<(?:input|textarea)[^>]*\bid="([^"]+)"', html):

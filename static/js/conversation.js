@@ -6,7 +6,7 @@
 import { api, ApiError } from "./api.js";
 import { IdentityKeyChanged, Parley } from "./parley.js";
 import { goLive } from "./live.js";
-import { byId, el, errorText, formatTime } from "./ui.js";
+import { byId, conversationTitle, el, errorText, formatTime, UserError } from "./ui.js";
 
 const PAGE = 50;
 const TYPING_SEND_MS = 3000;
@@ -14,6 +14,8 @@ const TYPING_SHOW_MS = 6000;
 const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
 const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 const INLINE_IMAGE_MAX = 10 * 1024 * 1024;
+// setTimeout fires at once past 2^31 - 1 ms (24.8 days): longer waits go in steps.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const root = byId("conversation");
 const conversationId = root.dataset.conversationId;
@@ -78,9 +80,7 @@ function renderBody(entry) {
   body.classList.toggle("msg-unverified", !entry.verified && !entry.deleted);
   node.classList.toggle("msg-deleted", entry.deleted);
   node.querySelector(".msg-edited").hidden = !entry.edited || entry.deleted;
-  const attachments = node.querySelector(".msg-attachments");
-  attachments.replaceChildren();
-  if (!entry.deleted) for (const meta of entry.attachments || []) attachments.append(renderAttachment(meta));
+  if (entry.deleted) clearAttachments(entry);
   const reactions = node.querySelector(".msg-reactions");
   const counts = new Map();
   for (const emoji of entry.reactions.values()) if (emoji) counts.set(emoji, (counts.get(emoji) || 0) + 1);
@@ -92,14 +92,28 @@ function renderBody(entry) {
   renderStatus(entry);
 }
 
-function renderAttachment(meta) {
+/** Drop a message's attachments from the page, and the image data they hold. */
+function clearAttachments(entry) {
+  entry.node?.querySelector(".msg-attachments").replaceChildren();
+  for (const url of entry.blobUrls || []) URL.revokeObjectURL(url);
+  entry.blobUrls = [];
+  entry.attachments = [];
+}
+
+/** One attachment, downloaded and decrypted once (buildNode); images inline. */
+function renderAttachment(entry, meta) {
   const name = typeof meta.name === "string" && meta.name ? meta.name : "file";
   const mime = typeof meta.mime === "string" ? meta.mime : "application/octet-stream";
   const holder = el("div", { class: "attachment" });
   if (INLINE_IMAGES.has(mime) && meta.size <= INLINE_IMAGE_MAX) {
     holder.append(el("span", { class: "muted" }, `Loading ${name}…`));
     client.downloadAttachment(meta).then(
-      (data) => holder.replaceChildren(el("img", { src: URL.createObjectURL(new Blob([data], { type: mime })), alt: name, class: "attachment-image" })),
+      (data) => {
+        if (!holder.isConnected || entry.deleted) return; // deleted or expired meanwhile
+        const url = URL.createObjectURL(new Blob([data], { type: mime }));
+        entry.blobUrls.push(url);
+        holder.replaceChildren(el("img", { src: url, alt: name, class: "attachment-image" }));
+      },
       () => holder.replaceChildren(el("span", { class: "msg-unverified" }, `${name} could not be opened.`)),
     );
   } else {
@@ -145,13 +159,16 @@ function buildNode(entry) {
     entry.mine ? el("span", { class: "msg-status muted", "aria-live": "off" }) : null,
     el("div", { class: "msg-actions" },
       el("button", { type: "button", class: "link-button", dataset: { action: "reply" } }, "Reply"),
-      el("button", { type: "button", class: "link-button", dataset: { action: "react" }, "aria-haspopup": "true" }, "React"),
+      el("button", { type: "button", class: "link-button", dataset: { action: "react" }, "aria-expanded": "false" }, "React"),
       el("button", { type: "button", class: "link-button", dataset: { action: "edit", mine: "1" } }, "Edit"),
       el("button", { type: "button", class: "link-button", dataset: { action: "delete", mine: "1" } }, "Delete for everyone"),
       el("button", { type: "button", class: "link-button", dataset: { action: "report", theirs: "1" } }, "Report"),
     ),
   );
   entry.node = node;
+  entry.blobUrls = [];
+  // Attachments once: renderBody runs again on every edit and reaction.
+  if (!entry.deleted) node.querySelector(".msg-attachments").append(...entry.attachments.map((meta) => renderAttachment(entry, meta)));
   renderBody(entry);
   return node;
 }
@@ -192,11 +209,19 @@ function applyEffect(target, effect) {
 function scheduleExpiry(entry) {
   const expiresAt = entry.message.expires_at ? Date.parse(entry.message.expires_at) : null;
   if (!expiresAt) return;
-  // Local copies disappear when due, whether or not the server's sweep ran yet.
+  // Local copies disappear when due, whether or not the server's sweep ran yet. A wait
+  // past what setTimeout can hold (the 4-week timer) is cut into steps.
+  const wait = expiresAt - Date.now();
   setTimeout(() => {
+    if (entries.get(entry.message.id) !== entry) return; // gone already
+    if (Date.now() < expiresAt) {
+      scheduleExpiry(entry);
+      return;
+    }
+    clearAttachments(entry);
     entry.node?.remove();
     entries.delete(entry.message.id);
-  }, Math.max(0, expiresAt - Date.now()));
+  }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
 }
 
 /** Add one opened message to the page (idempotent: a message seen twice is kept once). */
@@ -231,8 +256,21 @@ function addMessage(received) {
   pendingEffects.delete(m.id);
   insertNode(entry);
   scheduleExpiry(entry);
-  if (oldestSeq === null || m.seq < oldestSeq) oldestSeq = m.seq;
   return entry;
+}
+
+/**
+ * Add a page of history (newest first, as the API answers). The oldest seq comes from
+ * the page itself, so a page of only edits and reactions still moves "Load older" on.
+ * Answers whether older messages may remain.
+ */
+function addPage(page) {
+  for (const received of [...page].reverse()) addMessage(received);
+  refreshQuotes();
+  if (!page.length) return false;
+  const lowest = Math.min(...page.map((r) => r.message.seq));
+  oldestSeq = Math.min(oldestSeq ?? lowest, lowest);
+  return page.length >= PAGE && lowest > 1;
 }
 
 function newestSeq() {
@@ -259,11 +297,7 @@ async function loadOlder() {
   const anchor = log.firstElementChild;
   try {
     const page = await client.history(conversationId, { before: oldestSeq, limit: PAGE });
-    const lowest = Math.min(...page.map((r) => r.message.seq));
-    for (const received of [...page].reverse()) addMessage(received);
-    if (page.length) oldestSeq = Math.min(oldestSeq ?? lowest, lowest);
-    refreshQuotes();
-    button.hidden = page.length < PAGE || lowest <= 1;
+    button.hidden = !addPage(page);
     anchor?.scrollIntoView({ block: "start" });
   } catch (error) {
     statusLine.textContent = errorText(error);
@@ -275,11 +309,10 @@ async function loadOlder() {
 
 async function loadConversation() {
   conversation = await api("GET", `/conversations/${conversationId}`);
-  const requests = await api("GET", "/conversations", { query: { requests: 1 } });
-  conversation.my_state = requests.results.some((c) => c.id === conversationId) ? "requested" : "accepted";
+  conversation.my_state ??= "accepted"; // a server without the field: no request
   const others = conversation.members.filter((m) => m.user.id !== client.userId);
   byId("members").textContent = others.length ? `With ${others.map((m) => `@${m.user.handle}`).join(", ")}` : "Only you are left here.";
-  if (!conversation.name) byId("conversation-title").textContent = others.map((m) => m.user.name || `@${m.user.handle}`).join(", ") || "Conversation";
+  byId("conversation-title").textContent = conversationTitle(conversation, client.userId);
   byId("timer").value = conversation.disappearing_seconds ? String(conversation.disappearing_seconds) : "";
   byId("request-bar").hidden = conversation.my_state !== "requested";
   const canWrite = conversation.my_state !== "requested" && others.length > 0;
@@ -334,7 +367,7 @@ async function sendPayload(payload) {
     if (error instanceof IdentityKeyChanged) {
       const user = conversation.members.find((m) => m.user.id === error.userId)?.user;
       if (user) showKeyChanged(user, true);
-      throw new Error(`${error.message} Check it, accept the new key, then send again.`);
+      throw new UserError(`${error.message} Check it, accept the new key, then send again.`);
     }
     throw error;
   }
@@ -350,8 +383,8 @@ async function submitCompose(event) {
   sendButton.disabled = true;
   try {
     if (editing) {
+      // Our own copy goes through addMessage, which applies the edit.
       await sendPayload({ type: "edit", target: editing.message.id, body, sent_at: Math.floor(Date.now() / 1000) });
-      applyEffect(editing, { type: "edit", sender: client.userId, seq: newestSeq(), body });
       cancelEdit();
     } else {
       const attachments = [];
@@ -388,6 +421,7 @@ function showReactionPicker(entry, button) {
   const existing = entry.node.querySelector(".reaction-picker");
   if (existing) {
     existing.remove();
+    button.setAttribute("aria-expanded", "false");
     return;
   }
   const mineNow = entry.reactions.get(client.userId);
@@ -396,10 +430,11 @@ function showReactionPicker(entry, button) {
       type: "button", class: "button", "aria-pressed": String(mineNow === emoji),
       onclick: async () => {
         picker.remove();
+        button.setAttribute("aria-expanded", "false");
         const chosen = mineNow === emoji ? "" : emoji;
         try {
+          // Our own copy goes through addMessage, which applies the reaction.
           await sendPayload({ type: "reaction", target: entry.message.id, emoji: chosen, sent_at: Math.floor(Date.now() / 1000) });
-          applyEffect(entry, { type: "reaction", sender: client.userId, seq: newestSeq(), emoji: chosen });
         } catch (error) {
           composeError.textContent = errorText(error);
         }
@@ -408,6 +443,7 @@ function showReactionPicker(entry, button) {
     }, emoji)),
   );
   button.after(picker);
+  button.setAttribute("aria-expanded", "true");
   picker.querySelector("button").focus();
 }
 
@@ -513,10 +549,7 @@ async function start() {
   client = await Parley.load();
   if (!client) return;
   await loadConversation();
-  const page = await client.history(conversationId, { limit: PAGE });
-  for (const received of [...page].reverse()) addMessage(received);
-  refreshQuotes();
-  byId("load-older").hidden = page.length < PAGE;
+  byId("load-older").hidden = !addPage(await client.history(conversationId, { limit: PAGE }));
   log.setAttribute("aria-busy", "false");
   log.lastElementChild?.scrollIntoView({ block: "end" });
   await loadReceipts();

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { Parley } from "./parley.js";
 import { goLive } from "./live.js";
-import { byId, el, errorText, formatTime } from "./ui.js";
+import { byId, conversationTitle, el, errorText, formatTime } from "./ui.js";
 
 const list = byId("conversation-list");
 const statusLine = byId("connection");
@@ -12,20 +12,15 @@ let client;
 let showing = "chats";
 let reloadTimer = null;
 
-function title(conversation) {
-  if (conversation.name) return conversation.name;
-  const others = conversation.members.filter((m) => m.user.id !== client.userId);
-  return others.map((m) => m.user.name || `@${m.user.handle}`).join(", ") || "Only you";
-}
-
 function row(conversation) {
   const unread = conversation.unread_count;
   const last = conversation.last_message;
   const others = conversation.members.filter((m) => m.user.id !== client.userId).map((m) => `@${m.user.handle}`).join(", ");
-  const label = `${title(conversation)}${unread ? `, ${unread} unread` : ""}`;
+  const title = conversationTitle(conversation, client.userId);
+  const label = `${title}${unread ? `, ${unread} unread` : ""}`;
   return el("li", { class: `conversation-row${unread ? " unread" : ""}`, dataset: { id: conversation.id } },
     el("a", { href: `/c/${conversation.id}`, "aria-label": label },
-      el("span", { class: "conversation-title" }, title(conversation)),
+      el("span", { class: "conversation-title" }, title),
       el("span", { class: "muted conversation-members" }, conversation.kind === "group" ? `Group · ${others}` : others),
       el("span", { class: "muted conversation-time" }, last ? formatTime(last.server_ts) : "No messages yet"),
       unread ? el("span", { class: "count unread-count", "aria-hidden": "true" }, String(unread)) : null,

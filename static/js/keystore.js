@@ -37,9 +37,46 @@ export async function loadAccount(userId) {
   return (await withStore("readonly", (store) => store.get(userId))) || null;
 }
 
-/** Store (replace) the record of an account. */
+/** Store a new record of an account (replacing any). Changes go through updateAccount. */
 export async function saveAccount(record) {
   await withStore("readwrite", (store) => store.put(record));
+}
+
+/**
+ * Change the stored record of `userId` in one readwrite transaction: read it, let
+ * `change(record)` alter it in place, write it back. Two tabs of one account then
+ * never overwrite each other's changes (a pin, the sync cursor), and a record erased
+ * meanwhile (sign-out in another tab) is never re-created: answers null then.
+ * `change` must be synchronous (an IndexedDB transaction ends at the first await);
+ * when it answers `false` nothing is written. Answers the record as stored.
+ */
+export async function updateAccount(userId, change) {
+  const db = await openDb();
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(STORE, "readwrite");
+      const store = tx.objectStore(STORE);
+      let stored = null;
+      let failure = null;
+      const read = store.get(userId);
+      read.onsuccess = () => {
+        const record = read.result;
+        if (!record) return;
+        try {
+          if (change(record) !== false) store.put(record);
+          stored = record;
+        } catch (error) {
+          failure = error;
+          tx.abort();
+        }
+      };
+      tx.oncomplete = () => resolve(stored);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(failure || tx.error);
+    });
+  } finally {
+    db.close();
+  }
 }
 
 /** Forget an account's keys in this browser (sign-out, revoked device). */

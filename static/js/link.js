@@ -5,20 +5,22 @@
 import * as c from "./crypto.js";
 import { api } from "./api.js";
 import { saveAccount } from "./keystore.js";
-import { deviceName } from "./parley.js";
+import { assertAccountAik, devicePublic, KeysMismatch, newRecord, withDevice } from "./parley.js";
+import { UserError } from "./ui.js";
 
 // Both sides share the keys_write allowance (30 a minute): poll gently, back off on 429.
 const POLL_MS = 3000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// An expired request answers 410 (below), it has no state of its own.
 function ended(link) {
-  const words = { denied: "The other device said the codes did not match. Nothing was linked.", cancelled: "The link was cancelled.", expired: "The link request expired. Start again." };
-  return words[link.state] ? new Error(words[link.state]) : null;
+  const words = { denied: "The other device said the codes did not match. Nothing was linked.", cancelled: "The link was cancelled." };
+  return words[link.state] ? new UserError(words[link.state]) : null;
 }
 
 async function waitFor(linkId, wanted, isCancelled, query = {}) {
   for (;;) {
-    if (isCancelled()) throw new Error("Cancelled.");
+    if (isCancelled()) throw new UserError("Cancelled.");
     let link;
     try {
       link = await api("GET", `/devices/links/${linkId}`, { query });
@@ -27,7 +29,7 @@ async function waitFor(linkId, wanted, isCancelled, query = {}) {
         await sleep(POLL_MS * 2);
         continue;
       }
-      if (error.status === 410) throw new Error("The link request expired. Start again.");
+      if (error.status === 410) throw new UserError("The link request expired. Start again.");
       throw error;
     }
     const failure = ended(link);
@@ -50,39 +52,28 @@ export async function startLink(me, { onCode, onStatus, cancelButton }) {
     await api("DELETE", `/devices/links/${link.id}`).catch(() => {});
   };
   cancelButton?.addEventListener("click", cancel, { once: true });
-  onStatus("Waiting for your other device. Open Settings → Devices on it.");
+  try {
+    onStatus("Waiting for your other device. Open Settings → Devices on it.");
+    const challenged = await waitFor(link.id, (l) => Boolean(l.existing_nonce), () => cancelled);
+    await api("POST", `/devices/links/${link.id}/reveal`, { body: { ...devicePublic(device), nonce: c.b64uEncode(newNonce) } });
+    const existingNonce = c.b64uDecode(challenged.existing_nonce);
+    onCode(c.linkShortCode(existingNonce, newNonce, me.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt));
 
-  const challenged = await waitFor(link.id, (l) => Boolean(l.existing_nonce), () => cancelled);
-  await api("POST", `/devices/links/${link.id}/reveal`, {
-    body: {
-      device_id: device.deviceId,
-      name: deviceName(),
-      sign_pub: c.b64uEncode(device.signPublic),
-      box_pub: c.b64uEncode(device.boxPublic),
-      created_at: device.createdAt,
-      nonce: c.b64uEncode(newNonce),
-    },
-  });
-  const existingNonce = c.b64uDecode(challenged.existing_nonce);
-  onCode(c.linkShortCode(existingNonce, newNonce, me.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt));
-
-  const approved = await waitFor(link.id, (l) => Boolean(l.bundle), () => cancelled);
-  const bundle = c.openLinkBundle(c.b64uDecode(approved.bundle), device.boxSecret);
-  const aik = c.identityKeyFromSeed(bundle.aikSeed);
-  // Trust nothing the server says: the keys must be the account's, and certify us.
-  const mine = await api("GET", `/keys/${me.userId}`);
-  const listed = mine.devices.find((d) => d.device_id === device.deviceId);
-  if (mine.aik_pub !== c.b64uEncode(aik.publicKey) || !listed || !c.verifyDeviceCertificate(aik.publicKey, me.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt, listed.certificate)) {
-    throw new Error("The keys received do not match your account. Nothing was linked.");
+    const approved = await waitFor(link.id, (l) => Boolean(l.bundle), () => cancelled);
+    const bundle = c.openLinkBundle(c.b64uDecode(approved.bundle), device.boxSecret);
+    const aik = c.identityKeyFromSeed(bundle.aikSeed);
+    // Trust nothing the server says: the keys must be the account's, and certify us.
+    const mismatch = "The keys received do not match your account. Nothing was linked.";
+    const mine = await assertAccountAik(me.userId, aik.publicKey, mismatch);
+    const listed = mine.devices.find((d) => d.device_id === device.deviceId);
+    if (!listed || !c.verifyDeviceCertificate(aik.publicKey, me.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt, listed.certificate)) {
+      throw new KeysMismatch(mismatch);
+    }
+    await saveAccount(withDevice(newRecord(me.userId, bundle.aikSeed, bundle.hkSecret), device, aik.publicKey));
+  } finally {
+    // A later attempt adds its own listener: this one must not cancel it.
+    cancelButton?.removeEventListener("click", cancel);
   }
-  await saveAccount({
-    userId: me.userId,
-    aikSeed: c.b64uEncode(bundle.aikSeed),
-    hkSecret: c.b64uEncode(bundle.hkSecret),
-    pins: { [me.userId]: { aikPub: mine.aik_pub, verified: true, changed: false } },
-    syncCursor: null,
-    device: { deviceId: device.deviceId, signSeed: c.b64uEncode(device.signSeed), boxSecret: c.b64uEncode(device.boxSecret), createdAt: device.createdAt },
-  });
 }
 
 /**
@@ -99,7 +90,7 @@ export async function answerLink(client, pending, { onCode, confirm }) {
   const newNonce = c.b64uDecode(r.nonce);
   if (!c.verifyLinkCommitment(commitment, newNonce, client.userId, r.device_id, r.sign_pub, r.box_pub, r.created_at)) {
     await api("POST", `/devices/links/${pending.id}/deny`, { body: { device: client.deviceId } });
-    throw new Error("The new device's keys do not match what it first sent. Nothing was linked.");
+    throw new UserError("The new device's keys do not match what it first sent. Nothing was linked.");
   }
   onCode(c.linkShortCode(existingNonce, newNonce, client.userId, r.device_id, r.sign_pub, r.box_pub, r.created_at));
   if (!(await confirm())) {

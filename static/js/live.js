@@ -2,15 +2,15 @@
 // device, show the connection state, catch up by sync after every (re)connect, and
 // acknowledge delivery of what arrived.
 
-import { LiveSocket } from "./socket.js";
+import { CLOSE_LOGGED_OUT, CLOSE_REVOKED, CLOSE_SUSPENDED, CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_DEVICE, LiveSocket } from "./socket.js";
 import { forgetAccount } from "./keystore.js";
 
 const ENDED = {
-  4001: "You are signed out.",
-  4004: "This browser is no longer one of your devices.",
-  4005: "This browser was removed from your devices.",
-  4006: "You signed out.",
-  4007: "This account is suspended.",
+  [CLOSE_UNAUTHENTICATED]: "You are signed out.",
+  [CLOSE_UNKNOWN_DEVICE]: "This browser is no longer one of your devices.",
+  [CLOSE_REVOKED]: "This browser was removed from your devices.",
+  [CLOSE_LOGGED_OUT]: "You signed out.",
+  [CLOSE_SUSPENDED]: "This account is suspended.",
 };
 
 /**
@@ -20,7 +20,7 @@ const ENDED = {
 export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
   const delivered = new Map(); // conversationId -> highest seq acknowledged
 
-  async function acknowledge(received) {
+  function acknowledge(received) {
     const { conversation_id: conversationId, seq, sender_id: senderId } = received.message;
     if (senderId === client.userId || seq <= (delivered.get(conversationId) || 0)) return;
     delivered.set(conversationId, seq);
@@ -54,11 +54,11 @@ export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
     },
     onEnded: async (code, message) => {
       if (statusLine) statusLine.textContent = ENDED[code] || message || "Disconnected.";
-      if (code === 4004 || code === 4005) {
+      if (code === CLOSE_UNKNOWN_DEVICE || code === CLOSE_REVOKED) {
         // This browser's keys are of no more use: forget them, then set up again.
         await forgetAccount(client.userId);
         location.assign("/setup");
-      } else if (code === 4001 || code === 4006) {
+      } else if (code === CLOSE_UNAUTHENTICATED || code === CLOSE_LOGGED_OUT) {
         location.assign("/login");
       }
     },

@@ -5,17 +5,27 @@
 
 import * as c from "./crypto.js";
 import { api, ApiError } from "./api.js";
-import { forgetAccount, loadAccount, saveAccount } from "./keystore.js";
+import { forgetAccount, loadAccount, saveAccount, updateAccount } from "./keystore.js";
+import { UserError } from "./ui.js";
 
 const MAX_SEND_ATTEMPTS = 3;
 
 /** The peer's identity key changed after the user marked it verified: ask before sending. */
-export class IdentityKeyChanged extends Error {
+export class IdentityKeyChanged extends UserError {
   constructor(userId, handle) {
     super(`@${handle}'s safety number changed.`);
-    this.name = "IdentityKeyChanged";
     this.userId = userId;
     this.handle = handle;
+  }
+}
+
+/** Keys that are not the account's: a backup, a link or a directory answer of another identity. */
+export class KeysMismatch extends UserError {}
+
+/** This browser's record of the account is gone (signed out in another tab). */
+export class KeysRemoved extends UserError {
+  constructor() {
+    super("This browser's keys were removed (signed out in another tab?). Reload the page.");
   }
 }
 
@@ -23,6 +33,68 @@ export class IdentityKeyChanged extends Error {
 export function pageUser() {
   const { userId, handle } = document.body.dataset;
   return userId ? { userId, handle } : null;
+}
+
+/** The record of an account whose keys this browser holds, before its device exists. */
+export function newRecord(userId, aikSeed, hkSecret) {
+  return { userId, aikSeed: c.b64uEncode(aikSeed), hkSecret: c.b64uEncode(hkSecret), pins: {}, device: null, syncCursor: null };
+}
+
+/** What the record keeps of this browser's device keys (c.generateDeviceKeys()). */
+export function deviceRecord(device) {
+  return { deviceId: device.deviceId, signSeed: c.b64uEncode(device.signSeed), boxSecret: c.b64uEncode(device.boxSecret), createdAt: device.createdAt };
+}
+
+/** The public fields of a new device, as `POST /devices` and a link's reveal take them. */
+export function devicePublic(device) {
+  return {
+    device_id: device.deviceId,
+    name: deviceName(),
+    sign_pub: c.b64uEncode(device.signPublic),
+    box_pub: c.b64uEncode(device.boxPublic),
+    created_at: device.createdAt,
+  };
+}
+
+/**
+ * Give `record` its device and pin our own identity key, verified by construction
+ * (the caller checked `aikPublic` is the account's). Answers the record.
+ */
+export function withDevice(record, device, aikPublic) {
+  record.device = deviceRecord(device);
+  record.pins = { ...(record.pins || {}), [record.userId]: { aikPub: c.b64uEncode(aikPublic), verified: true, changed: false } };
+  return record;
+}
+
+/** Whether a key directory answer (`GET /keys/<id>`) is under the identity key `aikPublic`. */
+export function accountHasAik(keys, aikPublic) {
+  return Boolean(keys.aik_pub) && keys.aik_pub === c.b64uEncode(aikPublic);
+}
+
+/**
+ * The account's keys as the directory shows them, checked to be under `aikPublic`
+ * (what a backup or a link gave us); KeysMismatch with `message` otherwise.
+ */
+export async function assertAccountAik(userId, aikPublic, message = "These keys are not your account's.") {
+  const keys = await api("GET", `/keys/${userId}`);
+  const sameUser = typeof keys.user_id === "string" && c.canonicalId(keys.user_id) === c.canonicalId(userId);
+  if (!sameUser || !accountHasAik(keys, aikPublic)) throw new KeysMismatch(message);
+  return keys;
+}
+
+/**
+ * Sign-out of this browser: revoke its device on the server when it has one, and
+ * always erase the account's record here, even a half-finished setup's (the AIK seed
+ * without a device) and even offline (the device can be removed in Settings later).
+ */
+export async function forgetBrowser(userId) {
+  try {
+    const record = await loadAccount(userId);
+    if (record?.device) await api("DELETE", `/devices/${record.device.deviceId}`);
+  } catch {
+    // Offline, or already revoked: the record goes anyway.
+  }
+  await forgetAccount(userId);
 }
 
 /** What the devices list calls this browser, e.g. "Chrome on Linux". */
@@ -55,7 +127,8 @@ export class Parley {
     this.handle = me.handle;
     this.record = record;
     this.directories = new Map(); // userId -> verified directory
-    this.knownDevices = new Map(); // deviceId -> box public key (b64u), verified
+    // deviceId -> {userId, boxPub (b64u)}: whose device it is, as its certificate says.
+    this.knownDevices = new Map();
   }
 
   get deviceId() {
@@ -66,8 +139,16 @@ export class Parley {
     return c.b64uDecode(this.record.device.boxSecret);
   }
 
-  async save() {
-    await saveAccount(this.record);
+  /**
+   * Change the stored record with `change(record)` (synchronous; `false` writes
+   * nothing), in one transaction, so another tab's changes are kept. Only the fields
+   * meant change; the pins kept here are refreshed from the store.
+   */
+  async update(change) {
+    const stored = await updateAccount(this.userId, change);
+    if (!stored) throw new KeysRemoved();
+    this.record.pins = stored.pins || {};
+    return stored;
   }
 
   // --- Keys of a new browser ------------------------------------------------------------
@@ -80,16 +161,17 @@ export class Parley {
     const aik = resume ? c.identityKeyFromSeed(c.b64uDecode(resume.aikSeed)) : c.generateIdentityKey();
     const hk = resume ? c.historyKeyFrom(c.b64uDecode(resume.hkSecret)) : c.generateHistoryKey();
     // Keep the keys before the server has them: if the page dies half-way the keys
-    // are not lost (the user could not read anything sent to them otherwise).
-    const record = { userId: me.userId, aikSeed: c.b64uEncode(aik.seed), hkSecret: c.b64uEncode(hk.secret), pins: {}, device: null, syncCursor: null };
-    await saveAccount(record);
+    // are not lost (the user could not read anything sent to them otherwise). A
+    // resumed setup has them stored already.
+    if (!resume) await saveAccount(newRecord(me.userId, aik.seed, hk.secret));
     if (!resume) await api("PUT", "/keys/identity", { body: { aik_pub: c.b64uEncode(aik.publicKey) } });
     await api("PUT", "/keys/history", {
       body: { hk_pub: c.b64uEncode(hk.publicKey), certificate: c.b64uEncode(c.historyKeyCertificate(aik.seed, me.userId, hk.publicKey)) },
     });
     const recoveryKey = c.newRecoveryKey();
     await api("PUT", "/keys/backup", { body: c.makeBackup(aik.seed, hk.secret, me.userId, recoveryKey) });
-    await Parley.registerDevice(record, aik);
+    const device = await Parley.registerDevice(me.userId, aik);
+    if (!(await updateAccount(me.userId, (record) => void withDevice(record, device, aik.publicKey)))) throw new KeysRemoved();
     return c.formatRecoveryCode(recoveryKey);
   }
 
@@ -101,37 +183,17 @@ export class Parley {
       ? c.restoreBackupWithRecoveryCode(blob, me.userId, code)
       : await c.restoreBackupWithPassphrase(blob, me.userId, passphrase);
     const aik = c.identityKeyFromSeed(opened.aikSeed);
-    const mine = await api("GET", `/keys/${me.userId}`);
-    if (mine.aik_pub !== c.b64uEncode(aik.publicKey)) {
-      throw new c.BackupRestoreError("This backup holds another identity key than your account's.");
-    }
-    const record = { userId: me.userId, aikSeed: c.b64uEncode(opened.aikSeed), hkSecret: c.b64uEncode(opened.hkSecret), pins: {}, device: null, syncCursor: null };
-    await Parley.registerDevice(record, aik);
+    await assertAccountAik(me.userId, aik.publicKey, "This backup holds another identity key than your account's.");
+    const device = await Parley.registerDevice(me.userId, aik);
+    await saveAccount(withDevice(newRecord(me.userId, opened.aikSeed, opened.hkSecret), device, aik.publicKey));
   }
 
-  /** Certify fresh device keys with the AIK, register them, and keep them. */
-  static async registerDevice(record, aik) {
+  /** Certify fresh device keys with the AIK and register them; answers the keys. */
+  static async registerDevice(userId, aik) {
     const device = c.generateDeviceKeys();
-    const certificate = c.deviceCertificate(aik.seed, record.userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt);
-    await api("POST", "/devices", {
-      body: {
-        device_id: device.deviceId,
-        name: deviceName(),
-        sign_pub: c.b64uEncode(device.signPublic),
-        box_pub: c.b64uEncode(device.boxPublic),
-        created_at: device.createdAt,
-        certificate: c.b64uEncode(certificate),
-      },
-    });
-    record.device = {
-      deviceId: device.deviceId,
-      signSeed: c.b64uEncode(device.signSeed),
-      boxSecret: c.b64uEncode(device.boxSecret),
-      createdAt: device.createdAt,
-    };
-    // Our own identity key is pinned and verified by construction.
-    record.pins = { ...(record.pins || {}), [record.userId]: { aikPub: c.b64uEncode(aik.publicKey), verified: true, changed: false } };
-    await saveAccount(record);
+    const certificate = c.deviceCertificate(aik.seed, userId, device.deviceId, device.signPublic, device.boxPublic, device.createdAt);
+    await api("POST", "/devices", { body: { ...devicePublic(device), certificate: c.b64uEncode(certificate) } });
+    return device;
   }
 
   /** Replace the backup with one under a new recovery key; answers its code. */
@@ -147,15 +209,6 @@ export class Parley {
     await api("PUT", "/keys/backup", { body: c.makeBackup(c.b64uDecode(this.record.aikSeed), c.b64uDecode(this.record.hkSecret), this.userId, secret, kdf) });
   }
 
-  /** Sign-out: this device is revoked and its keys leave this browser. */
-  async forget() {
-    try {
-      await api("DELETE", `/devices/${this.deviceId}`);
-    } finally {
-      await forgetAccount(this.userId);
-    }
-  }
-
   // --- Key directory and trust -------------------------------------------------------------
 
   /**
@@ -165,52 +218,70 @@ export class Parley {
    * IdentityKeyChanged until the user confirms (`acceptChange`).
    */
   async directory(userId, { acceptChange = false, fresh = false } = {}) {
+    userId = c.canonicalId(userId);
     if (!fresh && this.directories.has(userId)) return this.directories.get(userId);
     const raw = await api("GET", `/keys/${userId}`);
-    if (!raw.aik_pub) throw new ApiError(409, { code: "no_keys", message: `@${raw.handle} has not set up encryption yet.` });
-    const pins = this.record.pins;
-    const pin = pins[raw.user_id];
-    if (!pin) {
-      pins[raw.user_id] = { aikPub: raw.aik_pub, verified: false, changed: false };
-      await this.save();
-    } else if (pin.aikPub !== raw.aik_pub) {
-      if (pin.verified && !acceptChange) throw new IdentityKeyChanged(raw.user_id, raw.handle);
-      pins[raw.user_id] = { aikPub: raw.aik_pub, verified: false, changed: true };
-      await this.save();
+    // Certificates bind the user id: never take another user's keys for this one's.
+    if (typeof raw.user_id !== "string" || c.canonicalId(raw.user_id) !== userId) {
+      throw new KeysMismatch("The server answered with someone else's keys.");
     }
+    if (!raw.aik_pub) throw new ApiError(409, { code: "no_keys", message: `@${raw.handle} has not set up encryption yet.` });
+    // Decide on the pin as stored now (another tab may have pinned or verified since).
+    let refused = false;
+    await this.update((record) => {
+      record.pins ||= {};
+      const pin = record.pins[userId];
+      if (!pin) {
+        record.pins[userId] = { aikPub: raw.aik_pub, verified: false, changed: false };
+      } else if (pin.aikPub === raw.aik_pub) {
+        return false;
+      } else if (pin.verified && !acceptChange) {
+        refused = true;
+        return false;
+      } else {
+        record.pins[userId] = { aikPub: raw.aik_pub, verified: false, changed: true };
+      }
+      return true;
+    });
+    if (refused) throw new IdentityKeyChanged(userId, raw.handle);
     const devices = new Map();
     for (const device of raw.devices) {
-      if (c.verifyDeviceCertificate(raw.aik_pub, raw.user_id, device.device_id, device.sign_pub, device.box_pub, device.created_at, device.certificate)) {
-        devices.set(device.device_id, device.box_pub);
-        this.knownDevices.set(device.device_id, device.box_pub);
+      if (c.verifyDeviceCertificate(raw.aik_pub, userId, device.device_id, device.sign_pub, device.box_pub, device.created_at, device.certificate)) {
+        const deviceId = c.canonicalId(device.device_id);
+        devices.set(deviceId, device.box_pub);
+        this.knownDevices.set(deviceId, { userId, boxPub: device.box_pub });
       }
     }
     let historyKey = null;
-    if (raw.history_key && c.verifyHistoryKeyCertificate(raw.aik_pub, raw.user_id, raw.history_key.hk_pub, raw.history_key.certificate)) {
+    if (raw.history_key && c.verifyHistoryKeyCertificate(raw.aik_pub, userId, raw.history_key.hk_pub, raw.history_key.certificate)) {
       historyKey = raw.history_key.hk_pub;
     }
-    const directory = { userId: raw.user_id, handle: raw.handle, aikPub: raw.aik_pub, devices, historyKey };
-    this.directories.set(raw.user_id, directory);
+    const directory = { userId, handle: raw.handle, aikPub: raw.aik_pub, devices, historyKey };
+    this.directories.set(userId, directory);
     return directory;
   }
 
+  /** The pin of a contact as last read from the store. */
   pin(userId) {
-    return this.record.pins[userId] || null;
+    return this.record.pins?.[c.canonicalId(userId)] || null;
   }
 
   /** Take note that the user saw a contact's changed safety number. */
   async acknowledgeChange(userId) {
-    const pin = this.record.pins[userId];
-    if (pin) {
+    userId = c.canonicalId(userId);
+    await this.update((record) => {
+      const pin = record.pins?.[userId];
+      if (!pin?.changed) return false;
       pin.changed = false;
-      await this.save();
-    }
+      return true;
+    });
   }
 
   async markVerified(userId, verified = true) {
     const directory = await this.directory(userId, { acceptChange: true, fresh: true });
-    this.record.pins[userId] = { aikPub: directory.aikPub, verified, changed: false };
-    await this.save();
+    await this.update((record) => {
+      record.pins[directory.userId] = { aikPub: directory.aikPub, verified, changed: false };
+    });
   }
 
   /** The 60 digits to compare with a contact, as 12 groups of 5. */
@@ -258,22 +329,36 @@ export class Parley {
 
   // --- Receiving --------------------------------------------------------------------------
 
+  /**
+   * The verified box key of the device that sent a message, if that device is the
+   * sender's: null when the device is unknown, `false` when its certificate names
+   * another user (the server relabelled someone else's message).
+   */
   async senderBoxKey(senderId, senderDevice) {
-    if (!senderId || !senderDevice) return null;
-    if (!this.knownDevices.has(senderDevice)) {
+    let userId, deviceId;
+    try {
+      userId = c.canonicalId(senderId);
+      deviceId = c.canonicalId(senderDevice);
+    } catch {
+      return null;
+    }
+    if (this.knownDevices.get(deviceId)?.userId !== userId) {
       try {
-        await this.directory(senderId, { fresh: true });
+        await this.directory(userId, { fresh: true });
       } catch {
-        return null;
+        // Unknown sender: the device stays unverified.
       }
     }
-    return this.knownDevices.get(senderDevice) || null;
+    const known = this.knownDevices.get(deviceId);
+    if (!known) return null;
+    return known.userId === userId ? known.boxPub : false;
   }
 
   /** Open one message. Never throws: a failed check gives `verified: false`. */
   async open(message) {
     if (message.deleted) return { message, verified: false, deleted: true, payload: null };
     const senderBox = await this.senderBoxKey(message.sender_id, message.sender_device);
+    if (senderBox === false) return { message, verified: false, payload: null, error: "the sender device is another user's" };
     const result = c.decryptMessage(message, message.conversation_id, {
       myDeviceId: this.deviceId,
       myBoxSecret: this.boxSecret,
@@ -306,7 +391,11 @@ export class Parley {
       this.record.syncCursor = page.cursor;
       if (!page.has_more) break;
     }
-    await this.save();
+    // Only the cursor is written; a record erased meanwhile (signed out) stays erased.
+    const cursor = this.record.syncCursor;
+    await updateAccount(this.userId, (record) => {
+      record.syncCursor = cursor;
+    });
     return received;
   }
 

@@ -31,8 +31,7 @@ async function checkLinks() {
   busy = true;
   try {
     const found = await api("GET", "/devices/links", { query: { device: client.deviceId } });
-    const links = Array.isArray(found) ? found : found.results;
-    const pending = links.find((l) => l.state === "pending");
+    const pending = found.results.find((l) => l.state === "pending");
     if (!pending) return;
     status.textContent = "A new device asks to be linked. Waiting for its code…";
     const linked = await answerLink(client, pending, {

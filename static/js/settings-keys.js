@@ -8,8 +8,9 @@ const status = byId("keys-status");
 let client;
 
 byId("new-recovery-key").addEventListener("click", async (event) => {
+  const button = event.currentTarget; // null once the handler has awaited
   if (!confirm("Make a new recovery key? The current one will stop working.")) return;
-  event.currentTarget.disabled = true;
+  button.disabled = true;
   try {
     byId("recovery-code").textContent = await client.newRecoveryKey();
     byId("new-recovery").hidden = false;
@@ -17,7 +18,7 @@ byId("new-recovery-key").addEventListener("click", async (event) => {
     status.textContent = "Your new recovery key is ready. The old one no longer works.";
   } catch (error) {
     status.textContent = errorText(error);
-    event.currentTarget.disabled = false;
+    button.disabled = false;
   }
 });
 
@@ -33,6 +34,7 @@ byId("recovery-done").addEventListener("click", () => {
 
 byId("passphrase-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const form = event.currentTarget; // null once the handler has awaited
   const error = byId("passphrase-error");
   const passphrase = byId("passphrase").value;
   error.textContent = "";
@@ -52,7 +54,7 @@ byId("passphrase-form").addEventListener("submit", async (event) => {
   status.textContent = "Protecting your backup with the passphrase (this takes a few seconds)…";
   try {
     await client.passphraseBackup(passphrase);
-    event.currentTarget.reset();
+    form.reset();
     status.textContent = "Your backup now opens with this passphrase. The recovery key no longer works.";
   } catch (problem) {
     status.textContent = "";

@@ -4,7 +4,7 @@
 import * as c from "./crypto.js";
 import { api } from "./api.js";
 import { loadAccount } from "./keystore.js";
-import { Parley, pageUser } from "./parley.js";
+import { accountHasAik, Parley, pageUser } from "./parley.js";
 import { startLink } from "./link.js";
 import { byId, errorText, nextPath } from "./ui.js";
 
@@ -24,8 +24,7 @@ async function start() {
     return;
   }
   const mine = await api("GET", `/keys/${me.userId}`);
-  const kept = record?.aikSeed ? c.b64uEncode(c.identityKeyFromSeed(c.b64uDecode(record.aikSeed)).publicKey) : null;
-  if (mine.aik_pub && kept === mine.aik_pub) {
+  if (record?.aikSeed && accountHasAik(mine, c.identityKeyFromSeed(c.b64uDecode(record.aikSeed)).publicKey)) {
     // A first setup that stopped half-way in this browser: finish it with the same keys.
     resume = record;
     status.textContent = "Let's finish setting up your keys.";
@@ -97,11 +96,13 @@ byId("restore-form").addEventListener("submit", async (event) => {
 byId("link-start").addEventListener("click", async (event) => {
   event.currentTarget.disabled = true;
   byId("link-panel").hidden = false;
+  byId("link-code-line").hidden = true; // a code of an earlier attempt means nothing now
   const linkStatus = byId("link-status");
   try {
     await startLink(me, {
       onCode: (code) => {
         byId("link-code").textContent = code;
+        byId("link-code-line").hidden = false;
         linkStatus.textContent = "Check that your other device shows the same code, and confirm there.";
       },
       onStatus: (text) => (linkStatus.textContent = text),

@@ -1,19 +1,25 @@
 // On every signed-in page. Signing out also unlinks this browser: its device is
 // revoked and its keys are erased here, so a shared computer keeps nothing that reads
 // the user's messages (signing in again restores from the recovery key or a link).
+// Every sign-out form does it: the header's and the /logout confirmation page's.
 
-import { Parley } from "./parley.js";
+import { forgetBrowser, pageUser } from "./parley.js";
 
-const form = document.getElementById("logout-form");
-form?.addEventListener("submit", async (event) => {
-  if (form.dataset.forgotten) return;
-  event.preventDefault();
-  try {
-    const client = await Parley.load({ redirect: false });
-    await client?.forget();
-  } catch {
-    // Signing out must work even offline; the device can be removed in Settings later.
-  }
-  form.dataset.forgotten = "1";
-  form.submit();
-});
+for (const form of document.querySelectorAll("form.logout-form")) {
+  form.addEventListener("submit", async (event) => {
+    if (form.dataset.forgotten) return;
+    event.preventDefault();
+    if (form.dataset.forgetting) return; // a second click while the first one works
+    form.dataset.forgetting = "1";
+    const me = pageUser();
+    try {
+      // Revokes the device when there is one; erases the record (even a half-finished
+      // setup's) in any case. Signing out must work even offline.
+      if (me) await forgetBrowser(me.userId);
+    } catch {
+      // IndexedDB unavailable: nothing of ours can be kept there either.
+    }
+    form.dataset.forgotten = "1";
+    form.submit();
+  });
+}

@@ -2,11 +2,13 @@
 // (re)connected so the page can catch up by sync (the socket is a doorbell; the
 // database plus sync is what guarantees delivery: docs/realtime.md).
 
-const CLOSE_UNAUTHENTICATED = 4001;
-const CLOSE_UNKNOWN_DEVICE = 4004;
-const CLOSE_REVOKED = 4005;
-const CLOSE_LOGGED_OUT = 4006;
-const CLOSE_SUSPENDED = 4007;
+// Close codes after which reconnecting is pointless (docs/realtime.md).
+export const CLOSE_UNAUTHENTICATED = 4001;
+export const CLOSE_UNKNOWN_DEVICE = 4004;
+export const CLOSE_REVOKED = 4005;
+export const CLOSE_LOGGED_OUT = 4006;
+export const CLOSE_SUSPENDED = 4007;
+const FINAL_CLOSE_CODES = [CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_DEVICE, CLOSE_REVOKED, CLOSE_LOGGED_OUT, CLOSE_SUSPENDED];
 const HEARTBEAT_MS = 25_000;
 // No frame at all (not even the pong) this long after a ping: the connection is dead
 // even if the browser has not noticed yet (a sleeping laptop, a NAT that forgot us).
@@ -61,7 +63,7 @@ export class LiveSocket {
       if (this.ws !== ws) return;
       this.ws = null;
       const code = event.code;
-      if ([CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_DEVICE, CLOSE_REVOKED, CLOSE_LOGGED_OUT, CLOSE_SUSPENDED].includes(code)) {
+      if (FINAL_CLOSE_CODES.includes(code)) {
         this.stopped = true;
         this.handlers.onEnded?.(code, this.ending?.message || "");
         return;
@@ -110,15 +112,5 @@ export class LiveSocket {
     if (this.ws?.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
-  }
-
-  get connected() {
-    return this.ws?.readyState === WebSocket.OPEN;
-  }
-
-  close() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.ws?.close();
   }
 }

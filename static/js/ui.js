@@ -1,6 +1,9 @@
 // Small DOM helpers shared by the pages. Text always goes in through textContent:
 // decrypted content is never parsed as HTML.
 
+import { ApiError } from "./api.js";
+import { ParleyCryptoError } from "./crypto.js";
+
 /** `el("li", {class: "x", dataset: {id}}, child, "text")` */
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -23,10 +26,29 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
-/** A message for the user from an error: the server's own words when it sent some. */
+/** An error whose message is written for the user (shown as it is by errorText). */
+export class UserError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * A message for the user from an error: the server's own words (ApiError), or ours
+ * (UserError, a crypto error such as a wrong recovery key). A programming error
+ * (TypeError and the like) gets a generic text: its message means nothing to a user.
+ */
 export function errorText(error) {
-  if (error?.name === "ApiError" || error?.name?.endsWith?.("Error")) return error.message;
+  if (error instanceof ApiError || error instanceof UserError || error instanceof ParleyCryptoError) return error.message;
   return "Something went wrong. Please try again.";
+}
+
+/** What a conversation is called: its name, else the other members' names. */
+export function conversationTitle(conversation, myUserId) {
+  if (conversation.name) return conversation.name;
+  const others = conversation.members.filter((m) => m.user.id !== myUserId);
+  return others.map((m) => m.user.display_name || `@${m.user.handle}`).join(", ") || "Only you";
 }
 
 export function formatTime(ms) {

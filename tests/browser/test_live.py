@@ -18,7 +18,7 @@ def test_lost_connection_reconnects_and_catches_up_without_reload(site: Site) ->
     send(alice, "before the cut")
     bob.get_by_role("link", name="Messages").click()
     expect(bob.locator(".conversation-row.unread")).to_have_count(1)
-    bob.get_by_role("link", name=re.compile("alice")).click()
+    bob.get_by_role("link", name=re.compile(r"^Alice Liddell, 1 unread$")).click()
     open_conversation_ready(bob)
     bob.evaluate("window.__sameDocument = true")
 

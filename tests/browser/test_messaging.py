@@ -4,9 +4,11 @@ Python reference client on the other end. Nothing readable may reach the server.
 
 import re
 import uuid
+from datetime import timedelta
 
+from django.utils import timezone
 from parley_client.client import ParleyClient
-from playwright.sync_api import FilePayload, Page, expect
+from playwright.sync_api import FilePayload, Page, Request, Route, expect
 
 from common.testing import database_dump
 from tests.browser.conftest import Site
@@ -14,10 +16,12 @@ from tests.browser.conftest import Site
 PASSWORD = "correct horse battery staple"
 
 
-def sign_up(page: Page, handle: str) -> None:
+def sign_up(page: Page, handle: str, display_name: str = "") -> None:
     page.goto("/signup")
     page.get_by_label("Handle").fill(handle)
     page.get_by_label("E-mail").fill(f"{handle}@example.com")
+    if display_name:
+        page.get_by_label("Display name (optional)").fill(display_name)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Password again").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
@@ -47,24 +51,26 @@ def open_conversation_ready(page: Page) -> None:
     expect(page.locator("#conversation[data-ready='1']")).to_be_attached()
 
 
-def person_with_keys(site: Site, handle: str) -> Page:
+def person_with_keys(site: Site, handle: str, display_name: str = "") -> Page:
     """A new account in its own browser, its keys set up."""
     page = site.new_page()
-    sign_up(page, handle)
+    sign_up(page, handle, display_name)
     create_keys(page)
     return page
 
 
 def alice_opens_a_conversation_with_bob(site: Site) -> tuple[Page, Page]:
     """Alice and Bob in two browsers; Bob follows Alice, so her conversation with him
-    is no request. Alice's page is on the conversation."""
-    alice = person_with_keys(site, "alice")
+    is no request. Alice's page is on the conversation. Alice has a display name, Bob
+    none: a conversation is called by the one, else by the other's handle."""
+    alice = person_with_keys(site, "alice", "Alice Liddell")
     bob = person_with_keys(site, "bob")
     bob.goto("/@alice")
     bob.get_by_role("button", name="Follow").click()
     alice.goto("/@bob")
     alice.get_by_role("button", name="Message").click()
     open_conversation_ready(alice)
+    expect(alice.locator("#conversation-title")).to_have_text("@bob")
     return alice, bob
 
 
@@ -80,12 +86,12 @@ def test_two_browsers_talk_live_restore_and_the_reference_client(site: Site) -> 
     marker = f"MARKER-{uuid.uuid4().hex}"
 
     alice = site.new_page()
-    sign_up(alice, "alice")
+    sign_up(alice, "alice", "Alice Liddell")
     alice_code = create_keys(alice)
     site.screenshot(alice, "inbox-empty")
 
     bob = site.new_page(width=390, height=844)  # a phone-sized screen
-    sign_up(bob, "bob")
+    sign_up(bob, "bob", "Bob Builder")
     create_keys(bob)
 
     # Alice writes to Bob from his profile; Bob does not follow her: a request.
@@ -96,8 +102,10 @@ def test_two_browsers_talk_live_restore_and_the_reference_client(site: Site) -> 
 
     expect(bob.locator("#requests-count")).to_have_text("(1)")
     bob.get_by_role("tab", name=re.compile("Requests")).click()
-    bob.get_by_role("link", name=re.compile("Alice|alice")).click()
+    # Conversations are called by the other's display name (the API's display_name).
+    bob.get_by_role("link", name=re.compile(r"^Alice Liddell(, 1 unread)?$")).click()
     open_conversation_ready(bob)
+    expect(bob.locator("#conversation-title")).to_have_text("Alice Liddell")
     expect(bob.locator(".msg-theirs .msg-body")).to_have_text(f"hello bob {marker}")
     site.screenshot(bob, "conversation-request-phone")
     bob.get_by_role("button", name="Accept").click()
@@ -130,7 +138,7 @@ def test_two_browsers_talk_live_restore_and_the_reference_client(site: Site) -> 
     laptop.get_by_label("Recovery key or passphrase").fill(alice_code)
     laptop.get_by_role("button", name="Restore").click()
     expect(laptop.locator("body[data-ready='1']")).to_be_attached()
-    laptop.get_by_role("link", name=re.compile("Bob|bob")).click()
+    laptop.get_by_role("link", name=re.compile(r"^Bob Builder(, \d+ unread)?$")).click()
     open_conversation_ready(laptop)
     expect(laptop.locator(".msg .msg-body")).to_have_text(
         [f"hello bob {marker}", f"hi alice {marker}", "second one"]
@@ -200,6 +208,13 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
     expect(alice.locator(".msg-mine .msg-reactions").first).to_have_text("👍 1")
 
     # Attachments: an image shown inline, a file to download; the server keeps ciphertext.
+    downloads: list[str] = []
+
+    def count_download(request: Request) -> None:
+        if "/api/v1/attachments/" in request.url:
+            downloads.append(request.url)
+
+    bob.on("request", count_download)
     secret_file = f"file body {marker}".encode()
     files: list[FilePayload] = [
         {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes()},
@@ -218,6 +233,21 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
     for attachment in Attachment.objects.all():
         assert marker.encode() not in attachment.blob.read()
     assert Attachment.objects.count() == 2
+    assert len(downloads) == 2  # the image once, the file on its click
+
+    # Reacting renders the message again, not its attachments: nothing is downloaded again.
+    with_files = bob.locator(".msg-theirs").filter(has_text="two files")
+    react = with_files.get_by_role("button", name="React")
+    expect(react).to_have_attribute("aria-expanded", "false")
+    react.click()
+    expect(react).to_have_attribute("aria-expanded", "true")
+    bob.get_by_role("button", name="❤️").click()
+    expect(react).to_have_attribute("aria-expanded", "false")
+    sent_files = alice.locator(".msg-mine").filter(has_text="two files")
+    expect(sent_files.locator(".msg-reactions")).to_have_text("❤️ 1")
+    expect(image).to_be_visible()
+    bob.wait_for_timeout(300)
+    assert len(downloads) == 2
     site.screenshot(bob, "conversation-features")
 
     # Delete for everyone.
@@ -246,6 +276,15 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
     send(alice, "gone soon")
     expect(bob.locator(".msg-theirs").filter(has_text="gone soon")).to_be_visible()
     assert Message.objects.filter(expires_at__isnull=False).count() == 1
+    # Four weeks is past what one setTimeout can wait: the message must not go at once.
+    with alice.expect_response(lambda response: response.request.method == "PATCH"):
+        alice.get_by_label("Disappearing messages").select_option(label="4 weeks")
+    send(alice, "kept for weeks")
+    expect(bob.locator(".msg-theirs").filter(has_text="kept for weeks")).to_be_visible()
+    alice.wait_for_timeout(500)
+    expect(alice.locator(".msg-mine").filter(has_text="kept for weeks")).to_have_count(1)
+    expect(bob.locator(".msg-theirs").filter(has_text="kept for weeks")).to_have_count(1)
+    assert Message.objects.filter(expires_at__gt=timezone.now() + timedelta(days=27)).count() == 1
 
     # Safety numbers: the same 60 digits on both sides, with a QR code; mark verified.
     alice.goto("/settings/safety")
@@ -262,3 +301,59 @@ def test_reply_edit_react_delete_attachments_report_timer_and_safety_numbers(
 
     assert not [value for value in database_dump() if marker.encode() in value]
     assert marker not in site.server.log()
+
+
+def test_a_message_relabelled_as_another_members_or_keys_of_another_user_are_refused(
+    site: Site,
+) -> None:
+    """The server can change a message's sender_id (it is not in the ciphertext's
+    associated data); the sender's device must be that user's. And the key directory's
+    answer must be for the user asked about."""
+    alice, bob = alice_opens_a_conversation_with_bob(site)
+    conversation_id = alice.locator("#conversation").get_attribute("data-conversation-id")
+    send(alice, "signed by alice")
+    bob.goto(f"/c/{conversation_id}")
+    open_conversation_ready(bob)
+    expect(bob.locator(".msg-theirs .msg-body")).to_have_text("signed by alice")
+
+    opened = bob.evaluate(
+        """async (conversationId) => {
+        const { Parley } = await import("/static/js/parley.js");
+        const { api } = await import("/static/js/api.js");
+        const client = await Parley.load();
+        const query = { device: client.deviceId };
+        const page = await api("GET", `/conversations/${conversationId}/messages`, { query });
+        const original = page.results[0];
+        await client.directory(original.sender_id);
+        // Alice's message, relabelled as Bob's own (it could then "edit" his messages).
+        const relabelled = { ...original, sender_id: client.userId };
+        const [mine, forged] = [await client.open(original), await client.open(relabelled)];
+        return [mine.verified, mine.payload?.body, forged.verified, forged.payload];
+    }""",
+        conversation_id,
+    )
+    assert opened == [True, "signed by alice", False, None]
+
+    alice_id = alice.evaluate("document.body.dataset.userId")
+    bob_id = bob.evaluate("document.body.dataset.userId")
+
+    def answer_for_bob(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "user_id": bob_id})
+
+    bob.route(f"**/api/v1/keys/{alice_id}", answer_for_bob)
+    refused = bob.evaluate(
+        """async (aliceId) => {
+        const { Parley } = await import("/static/js/parley.js");
+        const client = await Parley.load();
+        try {
+            await client.directory(aliceId, { fresh: true });
+            return "accepted";
+        } catch (error) {
+            return `${error.name}: ${error.message}`;
+        }
+    }""",
+        alice_id,
+    )
+    assert refused == "KeysMismatch: The server answered with someone else's keys."
+    bob.unroute(f"**/api/v1/keys/{alice_id}")
