@@ -1,3 +1,4 @@
+import uuid
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -50,3 +51,29 @@ class B64uField(serializers.Field):
 
     def to_representation(self, value: bytes | memoryview) -> str:
         return b64u_encode(bytes(value))
+
+
+def uuid_keyed_b64u_map(
+    value: Any,
+    *,
+    name: str,
+    length: int | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+) -> dict[str, str]:
+    """{uuid: b64u bytes within the given lengths}, keys canonicalised to lower case."""
+    if not isinstance(value, dict):
+        raise serializers.ValidationError(f"{name} must be an object.")
+    checker = B64uField(length=length, min_length=min_length, max_length=max_length)
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        try:
+            canonical = str(uuid.UUID(str(key)))
+        except ValueError as exc:
+            raise serializers.ValidationError({key: "Not an id."}) from exc
+        try:
+            checker.to_internal_value(item)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({key: exc.detail}) from exc
+        result[canonical] = item
+    return result

@@ -182,6 +182,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.erase_expired_messages",
         "schedule": env.float("ERASE_EXPIRED_EVERY_SECONDS", default=10.0),
     },
+    "close-stale-calls": {
+        "task": "calls.close_stale_calls",
+        "schedule": env.float("CLOSE_STALE_CALLS_EVERY_SECONDS", default=30.0),
+    },
 }
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -262,6 +266,7 @@ API_THROTTLE_RATES = {
     "messaging": env.str("THROTTLE_MESSAGING", default="600/min"),
     "attachments": env.str("THROTTLE_ATTACHMENTS", default="120/min"),
     "reports": env.str("THROTTLE_REPORTS", default="20/min"),
+    "calls": env.str("THROTTLE_CALLS", default="120/min"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -287,6 +292,20 @@ BACKUP_MAX_BYTES = 4096
 ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=25 * 1024 * 1024)
 MESSAGE_MAX_CIPHERTEXT_BYTES = 64 * 1024  # PROTOCOL.md section 3
 MAX_ACTIVE_DEVICES = 20
+
+# --- Calls (docs/calls.md) -----------------------------------------------------------------
+
+# TURN server(s) with coturn's use-auth-secret; empty means none (relay-only calls are
+# then refused rather than placed with an address showing).
+TURN_URLS = env.list("TURN_URLS", default=[])
+TURN_SECRET = env.str("TURN_SECRET", default="")
+TURN_CREDENTIAL_SECONDS = env.int("TURN_CREDENTIAL_SECONDS", default=6 * 3600)
+CALL_RING_SECONDS = env.int("CALL_RING_SECONDS", default=60)
+CALL_INVITES_PER_MINUTE = env.int("CALL_INVITES_PER_MINUTE", default=10)
+CALL_STALE_SECONDS = env.int("CALL_STALE_SECONDS", default=120)
+# Eager Celery (the embedded default) would run a countdown task at once: the ring
+# timeout runs on a timer thread of the server process instead.
+CALL_TIMERS_IN_PROCESS = env.bool("CALL_TIMERS_IN_PROCESS", default=True)
 
 # --- Realtime -------------------------------------------------------------------------------
 

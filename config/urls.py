@@ -10,6 +10,7 @@ from messaging.views import home
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(("accounts.api_urls", "accounts"), namespace="accounts")),
     path("", include(("messaging.api_urls", "messaging"), namespace="messaging")),
+    path("", include(("calls.api_urls", "calls"), namespace="calls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("admin/", admin.site.urls),
     path("", include("messaging.urls")),
+    path("", include("calls.urls")),
     path("", include("accounts.urls")),
 ]
 

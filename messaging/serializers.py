@@ -1,38 +1,18 @@
 """Shapes of the messaging API. Envelopes are checked here to the byte (lengths,
 strict base64url); device sets and permissions in the services."""
 
-import uuid
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
 from accounts.serializers import UserLiteSerializer
-from common.fields import B64uField
+from common.fields import B64uField, uuid_keyed_b64u_map
 from messaging.models import Conversation, Membership, Message
 from messaging.services import Envelope, message_fields
 
 WRAP_BYTES = 24 + 32 + 16  # n_d || box(K)
 SEAL_BYTES = 32 + 48  # seal(K)
-
-
-def _uuid_keyed_b64u_map(value: Any, *, length: int, name: str) -> dict[str, str]:
-    """{uuid: b64u of exactly ``length`` bytes}, keys canonicalised to lower case."""
-    if not isinstance(value, dict):
-        raise serializers.ValidationError(f"{name} must be an object.")
-    checker = B64uField(length=length)
-    result: dict[str, str] = {}
-    for key, item in value.items():
-        try:
-            canonical = str(uuid.UUID(str(key)))
-        except ValueError as exc:
-            raise serializers.ValidationError({key: "Not an id."}) from exc
-        try:
-            checker.to_internal_value(item)
-        except serializers.ValidationError as exc:
-            raise serializers.ValidationError({key: exc.detail}) from exc
-        result[canonical] = item
-    return result
 
 
 class EnvelopeSerializer(serializers.Serializer):
@@ -54,10 +34,10 @@ class EnvelopeSerializer(serializers.Serializer):
     )
 
     def validate_keys(self, value: Any) -> dict[str, str]:
-        return _uuid_keyed_b64u_map(value, length=WRAP_BYTES, name="keys")
+        return uuid_keyed_b64u_map(value, length=WRAP_BYTES, name="keys")
 
     def validate_history_keys(self, value: Any) -> dict[str, str]:
-        return _uuid_keyed_b64u_map(value, length=SEAL_BYTES, name="history_keys")
+        return uuid_keyed_b64u_map(value, length=SEAL_BYTES, name="history_keys")
 
     def to_envelope(self) -> Envelope:
         data = self.validated_data

@@ -1,0 +1,567 @@
+"""Every write of the calls app: the call state machine (docs/calls.md).
+
+The server decides who may ring whom, keeps the record and relays signaling. The
+SDPs and candidates it relays are boxed from one device to another: it cannot read
+them, and clients refuse any it altered.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Device, User
+from accounts.selectors import call_permission, device_get_active, user_get_visible
+from calls import selectors
+from calls.models import Call
+from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
+from realtime.publish import publish_on_commit, publish_to_device_on_commit
+
+State = Call.State
+Reason = Call.EndReason
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    BUSY = "busy"
+    CANCEL = "cancel"
+    HANGUP = "hangup"
+    TIMEOUT = "timeout"
+    GLARE = "glare"
+    FAIL = "fail"
+
+
+# The state machine: (state, action) -> (new state, end reason). Nothing else is legal.
+TRANSITIONS: dict[tuple[str, Action], tuple[str, str]] = {
+    (State.RINGING, Action.ACCEPT): (State.ACTIVE, ""),
+    (State.RINGING, Action.DECLINE): (State.DECLINED, Reason.DECLINED),
+    (State.RINGING, Action.BUSY): (State.BUSY, Reason.BUSY),
+    (State.RINGING, Action.CANCEL): (State.CANCELLED, Reason.CANCELLED),
+    (State.RINGING, Action.TIMEOUT): (State.MISSED, Reason.TIMEOUT),
+    (State.RINGING, Action.GLARE): (State.CANCELLED, Reason.GLARE),
+    (State.RINGING, Action.FAIL): (State.FAILED, Reason.FAILED),
+    (State.ACTIVE, Action.HANGUP): (State.ENDED, Reason.HANGUP),
+    (State.ACTIVE, Action.FAIL): (State.ENDED, Reason.FAILED),
+}
+# Reasons a caller may give instead of the transition's own.
+REASONS_ALLOWED = {
+    Action.HANGUP: {Reason.HANGUP, Reason.FAILED},
+    Action.FAIL: {Reason.FAILED, Reason.CONNECTION_LOST, Reason.UNAVAILABLE},
+}
+
+MAX_OFFER_BYTES = 64 * 1024
+MAX_CANDIDATE_BYTES = 4 * 1024
+
+
+def _refuse_transition(call: Call, action: Action) -> ApplicationError:
+    return Conflict(
+        "illegal_transition",
+        f"Cannot {action.value} a call that is {call.get_state_display().lower()}.",
+        field="call_id",
+        extra={"state": call.state},
+    )
+
+
+def transition(call: Call, action: Action, *, now: datetime, reason: str | None = None) -> Call:
+    """Move ``call`` (locked by the caller) through the table, or refuse. Ending a
+    call erases the boxed SDPs it held. Saves; publishing is the caller's job."""
+    target = TRANSITIONS.get((call.state, action))
+    if target is None:
+        raise _refuse_transition(call, action)
+    state, end_reason = target
+    if reason is not None:
+        if reason not in REASONS_ALLOWED.get(action, set()):
+            raise ApplicationError(
+                "invalid", f"{reason!r} is not a reason to {action.value}.", field="reason"
+            )
+        end_reason = reason
+    call.state = state
+    call.end_reason = end_reason
+    if state == State.ACTIVE:
+        call.answered_at = now
+    else:
+        call.ended_at = now
+        call.offers = {}
+        call.answer = ""
+    call.save(update_fields=["state", "end_reason", "answered_at", "ended_at", "offers", "answer"])
+    return call
+
+
+def ended_event(call: Call) -> dict[str, Any]:
+    return {
+        "type": "call.ended",
+        "call_id": str(call.pk),
+        "state": call.state,
+        "reason": call.end_reason,
+        "duration": call.duration,
+    }
+
+
+def _publish_ended(call: Call) -> None:
+    publish_on_commit(user_ids=[call.caller_id, call.callee_id], event=ended_event(call))
+
+
+def _locked(call_id: uuid.UUID, *, user: User | None, now: datetime) -> Call:
+    """The call, row-locked, with a ringing call past its deadline already marked
+    missed (so every action sees the truth). ``user`` must be a party."""
+    calls = Call.objects.select_for_update().filter(pk=call_id)
+    if user is not None:
+        calls = calls.filter(Q(caller=user) | Q(callee=user))
+    call = calls.first()
+    if call is None:
+        raise NotFound("call_not_found", "No such call.", field="call_id")
+    if call.state == State.RINGING and call.ring_deadline <= now:
+        transition(call, Action.TIMEOUT, now=now)
+        _publish_ended(call)
+    return call
+
+
+def _count(key: str, limit: int) -> None:
+    """A fixed one-minute window per key, in the cache (shared by every process)."""
+    cache.add(key, 0, timeout=60)
+    try:
+        used = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=60)
+        used = 1
+    if used > limit:
+        raise RateLimited("rate_limited", "Too many calls; wait a minute.", retry_after=60)
+
+
+# --- Placing a call --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    callee: User
+    ice_servers: list[dict[str, Any]]
+    relay_only: bool
+
+
+def _live_calls(users: list[User], now: datetime) -> list[Call]:
+    """Live calls involving any of ``users``, locked; a ringing call past its deadline
+    is marked missed on the way (and no longer counts)."""
+    ids = [user.pk for user in users]
+    calls = list(
+        Call.objects.select_for_update()
+        .filter(Q(caller_id__in=ids) | Q(callee_id__in=ids), state__in=Call.LIVE_STATES)
+        .order_by("pk")
+    )
+    live = []
+    for call in calls:
+        if call.state == State.RINGING and call.ring_deadline <= now:
+            transition(call, Action.TIMEOUT, now=now)
+            _publish_ended(call)
+        else:
+            live.append(call)
+    return live
+
+
+def _in_a_call(user: User, calls: list[Call], *, ignoring: Call | None = None) -> bool:
+    """Talking, or dialling someone: an incoming call that only rings is not busy."""
+    for call in calls:
+        if call is ignoring:
+            continue
+        if call.state == State.ACTIVE and user.pk in (call.caller_id, call.callee_id):
+            return True
+        if call.state == State.RINGING and call.caller_id == user.pk:
+            return True
+    return False
+
+
+def _check_may_call(*, caller: User, callee: User) -> tuple[bool, bool]:
+    """Refuse what privacy settings, blocks and relay configuration forbid; return
+    the two sides' relay-only flags."""
+    decision = call_permission(caller=caller, callee=callee)
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason, _refusal_message(decision.reason, callee))
+    relay_caller = selectors.caller_relay_only(caller=caller)
+    relay_callee = selectors.callee_relay_only(callee=callee, caller=caller)
+    if (relay_caller or relay_callee) and not selectors.relay_available():
+        raise Conflict(
+            "relay_unavailable",
+            "This call must go through a relay server to keep an address private, "
+            "and this server has none configured.",
+        )
+    return relay_caller, relay_callee
+
+
+def _refusal_message(reason: str, callee: User) -> str:
+    messages = {
+        "self": "You cannot call yourself.",
+        "blocked": f"You cannot call @{callee.handle}.",
+        "unavailable": f"@{callee.handle} cannot be called at the moment.",
+        "policy_nobody": f"@{callee.handle} does not accept calls.",
+        "policy_following": f"@{callee.handle} only accepts calls from people they follow.",
+        "policy_mutual": f"@{callee.handle} only accepts calls from mutual follows.",
+    }
+    return messages.get(reason, "You cannot call this person.")
+
+
+def _active_device_ids(user: User) -> set[str]:
+    return {
+        str(device_id)
+        for device_id in Device.objects.filter(user=user, revoked_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    }
+
+
+def _callee(caller: User, handle: str) -> User:
+    try:
+        return user_get_visible(viewer=caller, handle=handle)
+    except NotFound as exc:
+        raise NotFound(exc.code, exc.message, field="callee") from exc
+
+
+def call_prepare(*, caller: User, callee_handle: str, media: str) -> Prepared:
+    """Everything a caller's client needs before it builds an offer: the checks an
+    invite will make (so a refusal comes before any camera turns on), TURN
+    credentials and the caller's relay flag. Stores nothing."""
+    _count(f"call-prepare:{caller.pk}", settings.CALL_INVITES_PER_MINUTE * 2)
+    callee = _callee(caller, callee_handle)
+    relay_caller, _ = _check_may_call(caller=caller, callee=callee)
+    live = [
+        call
+        for call in Call.objects.filter(
+            Q(caller=caller) | Q(callee=caller), state__in=Call.LIVE_STATES
+        )
+        if call.state == State.ACTIVE or call.is_ringing_now()
+    ]
+    if _in_a_call(caller, live):
+        raise Conflict("caller_busy", "You are already in a call.")
+    if not _active_device_ids(callee):
+        raise Conflict("callee_unreachable", f"@{callee.handle} has no device to ring.")
+    return Prepared(
+        callee=callee, ice_servers=selectors.ice_servers_for(user=caller), relay_only=relay_caller
+    )
+
+
+@transaction.atomic
+def call_invite(
+    *,
+    caller: User,
+    caller_device_id: uuid.UUID,
+    call_id: uuid.UUID,
+    callee_handle: str,
+    media: str,
+    offers: dict[str, str],
+) -> Call:
+    """Ring every active device of the callee with its own boxed offer.
+
+    Returns the stored call: ``ringing``, or already over when the callee was busy or
+    the other side's call won the glare.
+    """
+    now = timezone.now()
+    _count(f"call-invite:{caller.pk}", settings.CALL_INVITES_PER_MINUTE)
+    callee = _callee(caller, callee_handle)
+    # Both users' rows locked, in a fixed order: invites between the same people (and
+    # glare) are decided one at a time.
+    list(User.objects.select_for_update().filter(pk__in=[caller.pk, callee.pk]).order_by("pk"))
+    _check_may_call(caller=caller, callee=callee)
+    if Call.objects.filter(pk=call_id).exists():
+        raise Conflict("call_exists", "A call with this id exists.", field="call_id")
+    caller_device = device_get_active(user=caller, device_id=caller_device_id)
+    if caller_device is None:
+        raise PermissionDenied("device_revoked", "This device is not active.")
+    live = _live_calls([caller, callee], now)
+    glare = next(
+        (
+            call
+            for call in live
+            if call.state == State.RINGING
+            and call.caller_id == callee.pk
+            and call.callee_id == caller.pk
+        ),
+        None,
+    )
+    if _in_a_call(caller, live, ignoring=glare):
+        raise Conflict("caller_busy", "You are already in a call.")
+    devices = _active_device_ids(callee)
+    if not devices:
+        raise Conflict("callee_unreachable", f"@{callee.handle} has no device to ring.")
+    if set(offers) != devices:
+        raise Conflict(
+            "device_list_changed",
+            f"Box the offer to each of @{callee.handle}'s devices, and only those.",
+            field="offers",
+            extra={"device_ids": sorted(devices)},
+        )
+    call = Call(
+        id=call_id,
+        caller=caller,
+        callee=callee,
+        caller_device=caller_device,
+        media=media,
+        created_at=now,
+        ring_deadline=now + timedelta(seconds=settings.CALL_RING_SECONDS),
+    )
+    if glare is not None:
+        # Both called each other: the lower id goes on, the other ends as glare.
+        if str(glare.pk) < str(call_id):
+            call.state, call.end_reason, call.ended_at = State.CANCELLED, Reason.GLARE, now
+            call.save(force_insert=True)
+            _publish_ended(call)
+            return call
+        transition(glare, Action.GLARE, now=now)
+        _publish_ended(glare)
+    elif _in_a_call(callee, live):
+        call.state, call.end_reason, call.ended_at = State.BUSY, Reason.BUSY, now
+        call.save(force_insert=True)
+        _publish_ended(call)
+        return call
+    call.offers = offers
+    call.save(force_insert=True)
+    _ring(call, relay_only=selectors.callee_relay_only(callee=callee, caller=caller))
+    from calls.tasks import schedule_ring_timeout  # tasks import services
+
+    transaction.on_commit(lambda: schedule_ring_timeout(call.pk, settings.CALL_RING_SECONDS))
+    return call
+
+
+def incoming_fields(call: Call, *, relay_only: bool) -> dict[str, Any]:
+    """What a ringing device needs, but its own offer (``call.incoming``, and the
+    ringing list of the API)."""
+    return {
+        "call_id": str(call.pk),
+        "caller": {
+            "id": str(call.caller.pk),
+            "handle": call.caller.handle,
+            "name": call.caller.name,
+        },
+        "caller_device": str(call.caller_device_id),
+        "media": call.media,
+        "ice_servers": selectors.ice_servers_for(user=call.callee),
+        "relay_only": relay_only,
+        "ring_deadline": call.ring_deadline.isoformat(),
+    }
+
+
+def _ring(call: Call, *, relay_only: bool) -> None:
+    event = {"type": "call.incoming", **incoming_fields(call, relay_only=relay_only)}
+    event["_per_device"] = {device_id: {"offer": offer} for device_id, offer in call.offers.items()}
+    publish_on_commit(user_ids=[call.callee_id], event=event)
+
+
+# --- Answering and ending ----------------------------------------------------------------------
+
+
+def _callee_device(user: User, device_id: uuid.UUID, call: Call) -> Device:
+    if call.callee_id != user.pk:
+        raise PermissionDenied("not_callee", "Only the person called can do this.")
+    device = device_get_active(user=user, device_id=device_id)
+    if device is None:
+        raise PermissionDenied("device_revoked", "This device is not active.")
+    return device
+
+
+def _check_callee_device(user: User, device_id: uuid.UUID) -> Callable[[Call], None]:
+    def check(call: Call) -> None:
+        _callee_device(user, device_id, call)
+
+    return check
+
+
+@transaction.atomic
+def call_accept(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID, answer: str) -> Call:
+    """The first callee device to accept gets the call; the others stop ringing."""
+    now = timezone.now()
+    call = _locked(call_id, user=user, now=now)
+    device = _callee_device(user, device_id, call)
+    if call.state == State.ACTIVE:
+        raise Conflict(
+            "call_answered_elsewhere", "This call was answered on another device.",
+            field="call_id",
+        )  # fmt: skip
+    if call.state == State.RINGING and str(device.pk) not in call.offers:
+        raise PermissionDenied("not_rung", "This device was not rung for this call.")
+    transition(call, Action.ACCEPT, now=now)
+    call.callee_device = device
+    call.answer = answer
+    call.save(update_fields=["callee_device", "answer"])
+    publish_to_device_on_commit(
+        device_id=call.caller_device_id,
+        event={
+            "type": "call.accepted",
+            "call_id": str(call.pk),
+            "callee_device": str(device.pk),
+            "answer": answer,
+        },
+    )
+    others: dict[str, dict[str, Any]] = {
+        other: {} for other in _active_device_ids(call.callee) if other != str(device.pk)
+    }
+    if others:
+        publish_on_commit(
+            user_ids=[call.callee_id],
+            event={
+                "type": "call.answered_elsewhere",
+                "call_id": str(call.pk),
+                "_per_device": others,
+            },
+        )
+    return call
+
+
+def _end(
+    *,
+    user: User,
+    call_id: uuid.UUID,
+    action: Action,
+    check: Callable[[Call], None],
+    reason: str | None = None,
+) -> Call:
+    now = timezone.now()
+    call = _locked(call_id, user=user, now=now)
+    check(call)
+    transition(call, action, now=now, reason=reason)
+    _publish_ended(call)
+    return call
+
+
+@transaction.atomic
+def call_decline(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID) -> Call:
+    """The callee turns the call down, from any of their devices: it stops ringing
+    everywhere."""
+    return _end(
+        user=user, call_id=call_id, action=Action.DECLINE,
+        check=_check_callee_device(user, device_id),
+    )  # fmt: skip
+
+
+@transaction.atomic
+def call_busy(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID) -> Call:
+    """A callee device says it is busy (say, in a call outside Parley)."""
+    return _end(
+        user=user, call_id=call_id, action=Action.BUSY,
+        check=_check_callee_device(user, device_id),
+    )  # fmt: skip
+
+
+def _check_caller_device(device_id: uuid.UUID) -> Callable[[Call], None]:
+    def check(call: Call) -> None:
+        if call.caller_device_id != device_id:
+            raise PermissionDenied("not_call_device", "This call is on another device.")
+
+    return check
+
+
+@transaction.atomic
+def call_cancel(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID) -> Call:
+    """The caller gives up before anyone answered."""
+    return _end(
+        user=user, call_id=call_id, action=Action.CANCEL, check=_check_caller_device(device_id)
+    )
+
+
+def _check_party_device(device_id: uuid.UUID) -> Callable[[Call], None]:
+    def check(call: Call) -> None:
+        if device_id not in (call.caller_device_id, call.callee_device_id):
+            raise PermissionDenied("not_call_device", "This call is on another device.")
+
+    return check
+
+
+@transaction.atomic
+def call_hangup(
+    *, user: User, device_id: uuid.UUID, call_id: uuid.UUID, reason: str = Reason.HANGUP
+) -> Call:
+    """Either side ends a call in progress (``failed`` when the connection could not
+    be made or was lost)."""
+    return _end(
+        user=user, call_id=call_id, action=Action.HANGUP,
+        check=_check_party_device(device_id), reason=reason,
+    )  # fmt: skip
+
+
+def call_relay_candidate(
+    *, user: User, device_id: uuid.UUID, call_id: uuid.UUID, candidate: str
+) -> None:
+    """Pass a boxed ICE candidate to the other device of a call in progress. Never
+    stored."""
+    call = Call.objects.filter(Q(caller=user) | Q(callee=user), pk=call_id).first()
+    if call is None:
+        raise NotFound("call_not_found", "No such call.", field="call_id")
+    _check_party_device(device_id)(call)
+    if call.state != State.ACTIVE:
+        raise _refuse_transition_for_candidate(call)
+    peer = call.callee_device_id if device_id == call.caller_device_id else call.caller_device_id
+    publish_to_device_on_commit(
+        device_id=peer,
+        event={
+            "type": "call.candidate",
+            "call_id": str(call.pk),
+            "from_device": str(device_id),
+            "candidate": candidate,
+        },
+    )
+
+
+def _refuse_transition_for_candidate(call: Call) -> ApplicationError:
+    return Conflict(
+        "call_not_active",
+        f"Candidates go only to a call in progress; this one is "
+        f"{call.get_state_display().lower()}.",
+        field="call_id",
+        extra={"state": call.state},
+    )
+
+
+# --- Background ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def call_ring_timeout(*, call_id: uuid.UUID) -> bool:
+    """Mark a call missed if it still rings past its deadline. Idempotent: early, late
+    and repeated runs change nothing else. True if this run marked it."""
+    now = timezone.now()
+    call = Call.objects.select_for_update().filter(pk=call_id).first()
+    if call is None or call.state != State.RINGING or call.ring_deadline > now:
+        return False
+    transition(call, Action.TIMEOUT, now=now)
+    _publish_ended(call)
+    return True
+
+
+@transaction.atomic
+def calls_close_stale() -> int:
+    """Store what reads already assume (ringing past the deadline is missed) and end
+    active calls whose devices are gone: revoked, or neither seen for
+    CALL_STALE_SECONDS (a crashed client must not keep its user busy)."""
+    now = timezone.now()
+    closed = 0
+    for call in Call.objects.select_for_update(skip_locked=True).filter(
+        state=State.RINGING, ring_deadline__lte=now
+    ):
+        transition(call, Action.TIMEOUT, now=now)
+        _publish_ended(call)
+        closed += 1
+    seen_after = now - timedelta(seconds=settings.CALL_STALE_SECONDS)
+    stale = (
+        Call.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(state=State.ACTIVE, answered_at__lte=seen_after)
+        .filter(
+            Q(caller_device__isnull=True)
+            | Q(callee_device__isnull=True)
+            | Q(caller_device__revoked_at__isnull=False)
+            | Q(callee_device__revoked_at__isnull=False)
+            | (
+                ~Q(caller_device__last_seen_at__gt=seen_after)
+                & ~Q(callee_device__last_seen_at__gt=seen_after)
+            )
+        )
+    )
+    for call in stale:
+        transition(call, Action.FAIL, now=now, reason=Reason.CONNECTION_LOST)
+        _publish_ended(call)
+        closed += 1
+    return closed

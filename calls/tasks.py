@@ -1,0 +1,44 @@
+"""Background work of the calls app. Thin and idempotent: take ids, call services."""
+
+import threading
+import uuid
+
+from celery import shared_task
+from django.conf import settings
+from django.db import connection
+
+from calls.services import call_ring_timeout, calls_close_stale
+
+
+@shared_task(name="calls.ring_timeout", acks_late=True, ignore_result=True)
+def ring_timeout(call_id: str) -> bool:
+    """A call still ringing at its deadline becomes missed (runs once per invite,
+    scheduled for the deadline; any run before or after it is harmless)."""
+    return call_ring_timeout(call_id=uuid.UUID(call_id))
+
+
+@shared_task(name="calls.close_stale_calls", acks_late=True, ignore_result=True)
+def close_stale_calls() -> int:
+    """Periodic (beat): missed calls the timeout did not store, dead active calls."""
+    return calls_close_stale()
+
+
+def schedule_ring_timeout(call_id: uuid.UUID, seconds: float) -> None:
+    """Run ``ring_timeout`` at the deadline: through the broker with a countdown; in the
+    embedded default (eager Celery, which would run it at once) on a timer thread of
+    this process instead."""
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        ring_timeout.apply_async((str(call_id),), countdown=seconds)
+        return
+    if not settings.CALL_TIMERS_IN_PROCESS:
+        return
+
+    def run() -> None:
+        try:
+            ring_timeout.apply((str(call_id),))
+        finally:
+            connection.close()  # this thread's own connection
+
+    timer = threading.Timer(seconds + 0.5, run)
+    timer.daemon = True
+    timer.start()
