@@ -48,6 +48,7 @@ from accounts.selectors import (
     session_key_digest,
     user_get_by_login,
 )
+from calls.services import calls_end_for_device
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -740,6 +741,7 @@ def _device_revoke(device: Device, *, now: datetime) -> None:
     device.revoked_at = now
     device.save(update_fields=["revoked_at"])
     ApiToken.objects.filter(device=device, revoked_at__isnull=True).update(revoked_at=now)
+    calls_end_for_device(device_id=device.pk)
     close_sockets_on_commit(device_id=device.pk, code=CLOSE_DEVICE_REVOKED, reason="device_revoked")
     publish_on_commit(
         user_ids=[device.user_id],

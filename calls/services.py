@@ -565,3 +565,19 @@ def calls_close_stale() -> int:
         _publish_ended(call)
         closed += 1
     return closed
+
+
+def calls_end_for_device(*, device_id: uuid.UUID) -> int:
+    """A device that is revoked leaves its calls: one it placed stops ringing, one it
+    is in ends (``unavailable``). Runs inside the revoking transaction."""
+    now = timezone.now()
+    calls = Call.objects.select_for_update().filter(
+        Q(caller_device_id=device_id) | Q(callee_device_id=device_id),
+        state__in=Call.LIVE_STATES,
+    )
+    ended = 0
+    for call in calls:
+        transition(call, Action.FAIL, now=now, reason=Reason.UNAVAILABLE)
+        _publish_ended(call)
+        ended += 1
+    return ended

@@ -316,3 +316,16 @@ def test_two_devices_accepting_at_once_exactly_one_wins() -> None:
     stored = Call.objects.get(pk=call.pk)
     winner = bob.phones[results.index("won")].device.pk
     assert stored.state == S.ACTIVE and stored.callee_device_id == winner
+
+
+def test_revoking_a_device_ends_its_calls() -> None:
+    alice, bob, carol = friends("alice", "bob", "carol")
+    dialling = invite(alice, bob)
+    talking = make_call(carol, bob, S.ACTIVE)
+    account_services.device_revoke(user=bob.user, device_id=bob.phones[0].device.pk)
+    assert Call.objects.get(pk=dialling.pk).state == S.RINGING  # bob was rung, not dialling
+    ended = Call.objects.get(pk=talking.pk)
+    assert (ended.state, ended.end_reason) == (S.ENDED, "unavailable")
+    account_services.device_revoke(user=alice.user, device_id=alice.phones[0].device.pk)
+    stopped = Call.objects.get(pk=dialling.pk)
+    assert (stopped.state, stopped.end_reason) == (S.FAILED, "unavailable")
