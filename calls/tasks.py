@@ -3,7 +3,9 @@
 import threading
 import uuid
 
+from asgiref.sync import SyncToAsync
 from celery import shared_task
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
@@ -24,21 +26,31 @@ def close_stale_calls() -> int:
 
 
 def schedule_ring_timeout(call_id: uuid.UUID, seconds: float) -> None:
-    """Run ``ring_timeout`` at the deadline: through the broker with a countdown; in the
-    embedded default (eager Celery, which would run it at once) on a timer thread of
-    this process instead."""
+    """Run ``ring_timeout`` at the deadline: through the broker with a countdown. In the
+    embedded default (eager Celery, which would run it at once) the server process
+    runs it itself, on its event loop when there is one: events published from there
+    reach the in-memory channel layer safely, which a bare thread's would not."""
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         ring_timeout.apply_async((str(call_id),), countdown=seconds)
         return
     if not settings.CALL_TIMERS_IN_PROCESS:
         return
+    args = (str(call_id),)
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running():
+
+        def start() -> None:
+            loop.create_task(database_sync_to_async(ring_timeout.apply)(args))
+
+        loop.call_soon_threadsafe(loop.call_later, seconds + 0.2, start)
+        return
 
     def run() -> None:
         try:
-            ring_timeout.apply((str(call_id),))
+            ring_timeout.apply(args)
         finally:
             connection.close()  # this thread's own connection
 
-    timer = threading.Timer(seconds + 0.5, run)
+    timer = threading.Timer(seconds + 0.2, run)
     timer.daemon = True
     timer.start()
