@@ -10,15 +10,15 @@ PORT ?= 8000
 SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/parley \
 	REDIS_URL=redis://127.0.0.1:6379/1 CACHE_REDIS_URL=redis://127.0.0.1:6379/2
 
-.PHONY: run test test-services lint format requirements static migrate services-up browser-up clean
+.PHONY: run test test-services lint format requirements static migrate services-up browser-up turn-up clean
 
 run: $(VENV)/.runtime static migrate
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-test: $(VENV)/.dev static browser-up
+test: $(VENV)/.dev static browser-up turn-up
 	DJANGO_ENV=test $(BIN)/pytest
 
-test-services: $(VENV)/.dev static services-up browser-up
+test-services: $(VENV)/.dev static services-up browser-up turn-up
 	DJANGO_ENV=test $(SERVICES_ENV) $(BIN)/pytest
 
 lint: $(VENV)/.dev
@@ -73,6 +73,10 @@ services-up:
 # Debian's Chromium, for the browser tests.
 browser-up:
 	scripts/browser-up.sh
+
+# coturn, for the relay-only call tests (each test session starts its own on loopback).
+turn-up:
+	scripts/turn-up.sh
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor var

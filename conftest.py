@@ -1,4 +1,4 @@
-"""Shared fixtures: live Daphne servers and a real Celery worker as subprocesses.
+"""Shared fixtures: live Daphne servers, a real Celery worker and coturn as subprocesses.
 
 The same suite runs on the embedded default (`make test`: SQLite file database,
 in-memory channel layer, eager Celery) and on the real parts (`make test-services`:
@@ -6,10 +6,16 @@ PostgreSQL, Redis, a Celery worker process). Subprocesses get the test database
 through DATABASE_URL, so tests that talk to them use ``transactional_db``.
 """
 
+import os
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,18 +42,20 @@ def _clear_cache() -> None:
 @pytest.fixture(scope="session")
 def start_daphne(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], LiveServer]]:
-    """Start Daphne processes serving config.asgi on the test database."""
+) -> Iterator[Callable[..., LiveServer]]:
+    """Start Daphne processes serving config.asgi on the test database. ``start(env=...)``
+    adds to (or overrides) that process's environment, e.g. TURN settings."""
     started: list[LiveServer] = []
 
-    def start() -> LiveServer:
+    def start(env: Mapping[str, str] | None = None) -> LiveServer:
         port = free_port()
         log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                  "--ping-interval", "20", "--ping-timeout", "30", "config.asgi:application"],
-                cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT, env={**subprocess_env(), **(env or {})}, stdout=log,
+                stderr=subprocess.STDOUT,
             )  # fmt: skip
         server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", process, log_path)
         started.append(server)
@@ -62,9 +70,82 @@ def start_daphne(
 
 
 @pytest.fixture(scope="session")
-def daphne_server(start_daphne: Callable[[], LiveServer]) -> LiveServer:
+def daphne_server(start_daphne: Callable[..., LiveServer]) -> LiveServer:
     """One live Daphne server for the session. Use with ``transactional_db``."""
     return start_daphne()
+
+
+TURNSERVER = os.environ.get("TURNSERVER", "turnserver")
+TURN_RELAY_PORTS = 40
+
+
+@dataclass
+class TurnServer:
+    """coturn on loopback (shared RECIPES.md, "TURN"), with coturn's use-auth-secret."""
+
+    port: int
+    secret: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    min_port: int
+    max_port: int
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def daphne_env(self, secret: str | None = None) -> dict[str, str]:
+        """What a Daphne needs to hand out credentials for this server (another
+        ``secret`` gives credentials coturn refuses)."""
+        return {"TURN_URLS": self.url, "TURN_SECRET": self.secret if secret is None else secret}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer]:
+    """A TURN server on 127.0.0.1 for the session (``make turn-up`` installs coturn).
+    ``verbose`` makes coturn log each allocation, which the tests look for."""
+    binary = shutil.which(TURNSERVER) or shutil.which("turnserver", path="/usr/sbin:/usr/bin")
+    if binary is None:
+        pytest.fail(f"coturn not found ({TURNSERVER}): `make turn-up` or apt-get install coturn")
+    folder = tmp_path_factory.mktemp("turn")
+    port = free_port()
+    min_port = 49152 + secrets.randbelow(16384 - TURN_RELAY_PORTS)
+    max_port = min_port + TURN_RELAY_PORTS - 1
+    secret = secrets.token_urlsafe(24)
+    log_path = folder / "turn.log"
+    config = folder / "turnserver.conf"
+    config.write_text(
+        "\n".join([
+            "listening-ip=127.0.0.1", "relay-ip=127.0.0.1", f"listening-port={port}",
+            f"min-port={min_port}", f"max-port={max_port}", "no-tls", "no-dtls", "no-tcp-relay",
+            "use-auth-secret", f"static-auth-secret={secret}", "realm=parley.test",
+            "fingerprint", "no-cli", "allow-loopback-peers", "no-multicast-peers",
+            f"log-file={log_path}", "simple-log", "verbose", f"pidfile={folder / 'turnserver.pid'}",
+            f"userdb={folder / 'turndb.sqlite'}",
+        ]) + "\n"
+    )  # fmt: skip
+    with (folder / "stdout.log").open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], cwd=folder, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = TurnServer(port, secret, process, log_path, min_port, max_port)
+    deadline = time.monotonic() + 15
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"coturn exited early:\n{(folder / 'stdout.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError("coturn did not start listening") from None
+            time.sleep(0.05)
+    yield server
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Background work of the calls app. Thin and idempotent: take ids, call services."""
 
+import contextvars
 import threading
 import uuid
 
@@ -40,9 +41,14 @@ def schedule_ring_timeout(call_id: uuid.UUID, seconds: float) -> None:
     if loop is not None and loop.is_running():
 
         def start() -> None:
-            loop.create_task(database_sync_to_async(ring_timeout.apply)(args))
+            # A fresh context and its own worker thread: this request's context would
+            # tie it to an executor that is busy with (or done with) the request.
+            run = database_sync_to_async(ring_timeout.apply, thread_sensitive=False)
+            loop.create_task(run(args), context=contextvars.Context())
 
-        loop.call_soon_threadsafe(loop.call_later, seconds + 0.2, start)
+        loop.call_soon_threadsafe(
+            loop.call_later, seconds + 0.2, start, context=contextvars.Context()
+        )
         return
 
     def run() -> None:

@@ -5,25 +5,36 @@ directory is verified under the peer's pinned identity key (trust on first use),
 every received message is opened and its franking tag checked locally. A message
 that fails any check is returned with ``verified=False``, never as content.
 
-HTTP calls are synchronous (httpx); the live socket is asyncio (websockets).
+HTTP calls are synchronous (httpx); the live socket is asyncio (websockets), and so
+are calls (``parley_client.calls``, on aiortc).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import websockets
 
 from parley_client import crypto
+
+if TYPE_CHECKING:  # aiortc is needed for calls only
+    from aiortc import MediaStreamTrack
+
+    from parley_client.calls import IncomingCall, OutgoingCall
+
+logger = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 3
 
@@ -633,6 +644,16 @@ class ParleyClient:
         data = self.state.pins.get(user_id)
         return Pin(**data) if data else None
 
+    def verified_box_key(self, user_id: str, device_id: str) -> str | None:
+        """The box key (b64u) of one of the user's devices, if their key directory,
+        fetched now and verified under their pinned identity key, lists it; else
+        ``None``. Call signaling is opened with this key only, never with one the
+        server names alongside a frame."""
+        device = _id_or_none(device_id)
+        if device is None or _id_or_none(user_id) is None:
+            return None
+        return self.directory(user_id).devices.get(device)
+
     # --- Conversations -------------------------------------------------------------------
 
     def open_direct(self, handle: str) -> str:
@@ -844,7 +865,7 @@ class ParleyClient:
         live = LiveSocket(self, socket)
         hello = await live.next_frame()
         if hello.get("type") != "hello":
-            await socket.close()
+            await live.close()
             raise ApiError(401, hello.get("error") or {"code": hello.get("reason", "refused")})
         return live
 
@@ -877,18 +898,128 @@ def _id_or_none(value: Any) -> str | None:
         return None
 
 
+class FrameRefused(ApiError):
+    """The server answered a socket frame with an ``error`` event (docs/realtime.md):
+    the same ``code``, ``message`` and ``field`` as an API error, but no HTTP status
+    (``status`` is 0)."""
+
+    def __init__(self, error: Mapping[str, Any]) -> None:
+        super().__init__(0, error)
+        self.message = str(error.get("message") or "")
+
+
+CallSink = Callable[[dict[str, Any] | None], None]
+"""Where a call's events go: a frame, or ``None`` once the socket has closed."""
+
+# Events about one call, routed by their call_id to the call that handles them.
+CALL_EVENTS = frozenset(
+    {"call.accepted", "call.answered_elsewhere", "call.candidate", "call.ended"}
+)
+
+
 class LiveSocket:
-    """The device's socket. ``next_event`` returns decoded frames; ``message.new``
-    frames come back as (frame, Received)."""
+    """The device's socket, read by one background task that routes each frame.
+
+    A reply to a frame sent through ``request`` (it carries the frame's id back as
+    ``ref``) goes to that request. ``call.incoming`` waits for
+    ``next_incoming_call``, and later events about a call go to the call object that
+    handles it (``parley_client.calls``). Everything else comes out of
+    ``next_frame`` in order; ``message.new`` frames also through ``next_message``.
+    """
 
     def __init__(self, client: ParleyClient, socket: Any) -> None:
         self.client = client
         self.socket = socket
+        self._frames: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self._incoming: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._calls: dict[str, CallSink] = {}
+        # Events for a call that rang here but that nobody took yet: handed to its
+        # call object when it registers, so a "cancelled" arriving first is not lost.
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self._closed: BaseException | None = None
+        self._request_ids = itertools.count(1)
+        self._reader = asyncio.create_task(self._read())
+
+    # --- Reading and routing --------------------------------------------------------------
+
+    async def _read(self) -> None:
+        """The only reader of the socket: two readers at once would steal each
+        other's frames."""
+        while True:
+            try:
+                text = await self.socket.recv()
+            except asyncio.CancelledError:
+                self._stop(ConnectionError("the socket was closed"))
+                raise
+            except Exception as exc:  # ConnectionClosed, or the transport failing
+                self._stop(exc)
+                return
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                logger.warning("a socket frame that is not JSON was ignored")
+                continue
+            if not isinstance(frame, dict):
+                continue
+            try:
+                self._route(frame)
+            except Exception:  # a bug in a handler must not stop the reader
+                logger.exception("routing a %s frame failed", str(frame.get("type"))[:40])
+
+    def _route(self, frame: dict[str, Any]) -> None:
+        ref = frame.get("ref")
+        if isinstance(ref, str) and ref in self._pending:
+            future = self._pending.pop(ref)
+            if not future.done():
+                future.set_result(frame)
+            return
+        kind = frame.get("type")
+        call_id = _id_or_none(frame.get("call_id"))
+        if call_id is not None and (kind in CALL_EVENTS or kind == "call.incoming"):
+            sink = self._calls.get(call_id)
+            if sink is not None:
+                sink(frame)
+                return
+            if call_id in self._held:
+                self._held[call_id].append(frame)
+                return
+            if kind == "call.incoming":
+                self._held[call_id] = []
+                self._incoming.put_nowait(frame)
+                return
+        self._frames.put_nowait(frame)
+
+    def _stop(self, error: BaseException) -> None:
+        """The socket is gone: every waiter hears it."""
+        if self._closed is not None:
+            return
+        self._closed = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        self._frames.put_nowait(error)
+        self._incoming.put_nowait(error)
+        for sink in list(self._calls.values()):
+            sink(None)
+
+    @staticmethod
+    async def _take(
+        queue: asyncio.Queue[dict[str, Any] | BaseException], within: float
+    ) -> dict[str, Any]:
+        item = await asyncio.wait_for(queue.get(), within)
+        if isinstance(item, BaseException):
+            queue.put_nowait(item)  # every later read fails the same way
+            raise item
+        return item
+
+    # --- Frames ---------------------------------------------------------------------------
 
     async def next_frame(self, within: float = 10) -> dict[str, Any]:
-        """The next frame, waiting at most ``within`` seconds."""
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.socket.recv(), within))
-        return frame
+        """The next frame not routed elsewhere, waiting at most ``within`` seconds.
+        Raises the reason (``websockets.ConnectionClosed``) once the socket is closed."""
+        return await self._take(self._frames, within)
 
     async def next_message(self, within: float = 10) -> Received:
         """The next message.new, opened; acknowledges its delivery."""
@@ -908,5 +1039,65 @@ class LiveSocket:
     async def send(self, frame: Mapping[str, Any]) -> None:
         await self.socket.send(json.dumps(frame))
 
+    async def request(self, frame: Mapping[str, Any], within: float = 10) -> dict[str, Any]:
+        """Send a frame with a fresh ``id`` and return the reply that carries it back
+        as ``ref``. An ``error`` reply raises ``FrameRefused``."""
+        if self._closed is not None:
+            raise self._closed
+        ref = f"r{next(self._request_ids)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        try:
+            await self.send({**frame, "id": ref})
+            reply = await asyncio.wait_for(future, within)
+        finally:
+            self._pending.pop(ref, None)
+        if reply.get("type") == "error":
+            error = reply.get("error")
+            raise FrameRefused(error if isinstance(error, dict) else {"code": "error"})
+        return reply
+
+    # --- Calls (parley_client.calls) ------------------------------------------------------
+
+    async def place_call(
+        self,
+        handle: str,
+        media: str = "audio",
+        *,
+        tracks: Sequence[MediaStreamTrack] = (),
+        data_channel: bool = True,
+    ) -> OutgoingCall:
+        """Call a user: see ``parley_client.calls.place_call``. Needs aiortc."""
+        from parley_client import calls
+
+        return await calls.place_call(self, handle, media, tracks=tracks, data_channel=data_channel)
+
+    async def next_incoming_call(self, within: float = 10) -> IncomingCall:
+        """The next call ringing on this device, its offer opened and checked; raises
+        ``parley_client.calls.SignalingError`` (and does not answer) if the offer is
+        not what it claims. Needs aiortc."""
+        from parley_client import calls
+
+        frame = await self._take(self._incoming, within)
+        return await calls.IncomingCall.receive(self, frame)
+
+    def register_call(self, call_id: str, sink: CallSink) -> None:
+        """Route the events of ``call_id`` to ``sink`` from now on, after any that
+        arrived while nobody handled the call."""
+        self._calls[call_id] = sink
+        for frame in self._held.pop(call_id, []):
+            sink(frame)
+        if self._closed is not None:
+            sink(None)
+
+    def release_call(self, call_id: str) -> None:
+        """Stop routing ``call_id``: its later events come out of ``next_frame``."""
+        self._calls.pop(call_id, None)
+        self._held.pop(call_id, None)
+
     async def close(self) -> None:
+        """Close the socket and stop the reader; waiting requests and calls hear it."""
         await self.socket.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
