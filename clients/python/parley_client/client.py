@@ -917,6 +917,9 @@ CALL_EVENTS = frozenset(
 )
 
 
+HEARTBEAT_SECONDS = 25
+
+
 class LiveSocket:
     """The device's socket, read by one background task that routes each frame.
 
@@ -940,6 +943,7 @@ class LiveSocket:
         self._closed: BaseException | None = None
         self._request_ids = itertools.count(1)
         self._reader = asyncio.create_task(self._read())
+        self._heartbeat = asyncio.create_task(self._beat())
 
     # --- Reading and routing --------------------------------------------------------------
 
@@ -966,6 +970,16 @@ class LiveSocket:
                 self._route(frame)
             except Exception:  # a bug in a handler must not stop the reader
                 logger.exception("routing a %s frame failed", str(frame.get("type"))[:40])
+
+    async def _beat(self) -> None:
+        """Ping now and then: the server notes the device as seen, which keeps a long
+        call from being ended as lost (docs/calls.md). Replies go to the request."""
+        while self._closed is None:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self.request({"type": "ping"}, within=HEARTBEAT_SECONDS)
+            except Exception:  # the socket is gone: the reader already said so
+                return
 
     def _route(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
@@ -1098,6 +1112,7 @@ class LiveSocket:
     async def close(self) -> None:
         """Close the socket and stop the reader; waiting requests and calls hear it."""
         await self.socket.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        for task in (self._heartbeat, self._reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
