@@ -140,6 +140,15 @@ class CallView:
     def duration(self) -> int | None:
         return self.call.duration
 
+    @property
+    def duration_text(self) -> str:
+        """m:ss (h:mm:ss past an hour), as the call panel shows it; empty if unanswered."""
+        if self.duration is None:
+            return ""
+        hours, rest = divmod(self.duration, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
+
 
 def call_views(*, user: User, calls: Any) -> list[CallView]:
     return [CallView(call=call, viewer=user) for call in calls]

@@ -397,18 +397,16 @@ def call_accept(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID, answer:
             "answer": answer,
         },
     )
-    others: dict[str, dict[str, Any]] = {
-        other: {} for other in _active_device_ids(call.callee) if other != str(device.pk)
-    }
-    if others:
-        publish_on_commit(
-            user_ids=[call.callee_id],
-            event={
-                "type": "call.answered_elsewhere",
-                "call_id": str(call.pk),
-                "_per_device": others,
-            },
-        )
+    # Every socket of the callee, not only its other devices: two tabs of one browser
+    # are one device, and the one that did not answer must stop ringing too.
+    publish_on_commit(
+        user_ids=[call.callee_id],
+        event={
+            "type": "call.answered_elsewhere",
+            "call_id": str(call.pk),
+            "callee_device": str(device.pk),
+        },
+    )
     return call
 
 

@@ -1,11 +1,13 @@
 // One conversation: history (older pages on scroll), compose and send with Enter,
 // live arrival, delivered and read marks, typing, reply, edit, react, delete for
-// everyone, disappearing messages, attachments, reports, safety-number banners.
+// everyone, disappearing messages, attachments, reports, safety-number banners; in a
+// direct conversation, call buttons and the calls with that person among the messages.
 // Everything decrypted goes into the page as text, never as HTML.
 
 import { api, ApiError } from "./api.js";
 import { IdentityKeyChanged, Parley } from "./parley.js";
 import { goLive } from "./live.js";
+import { formatDuration, mediaName } from "./calls.js";
 import { byId, conversationTitle, el, errorText, formatTime, UserError } from "./ui.js";
 
 const PAGE = 50;
@@ -37,6 +39,8 @@ let replyTo = null;
 let editing = null;
 let lastTypingSent = 0;
 let readUpTo = 0;
+let peer = null; // the other member of a direct conversation
+let callsTimer = null;
 
 function handleOf(userId) {
   if (userId === client.userId) return "you";
@@ -145,7 +149,7 @@ function renderAttachment(entry, meta) {
 function buildNode(entry) {
   const m = entry.message;
   const quote = entry.replyTo ? el("blockquote", { class: "msg-quote", dataset: { target: entry.replyTo } }) : null;
-  const node = el("li", { class: `msg ${entry.mine ? "msg-mine" : "msg-theirs"}`, id: `m-${m.id}`, dataset: { seq: m.seq, id: m.id } },
+  const node = el("li", { class: `msg ${entry.mine ? "msg-mine" : "msg-theirs"}`, id: `m-${m.id}`, dataset: { seq: m.seq, id: m.id, ts: m.server_ts } },
     el("div", { class: "msg-meta" },
       el("span", { class: "msg-sender" }, handleOf(m.sender_id)), " ",
       el("time", { datetime: new Date(m.server_ts).toISOString() }, formatTime(m.server_ts)), " ",
@@ -181,9 +185,55 @@ function refreshQuotes() {
 }
 
 function insertNode(entry) {
-  const seq = entry.message.seq;
-  const after = [...log.children].find((child) => Number(child.dataset.seq) > seq);
+  const { seq, server_ts: ts } = entry.message;
+  // Messages in seq order; calls (no seq) by time.
+  const after = [...log.children].find((child) => (child.dataset.seq ? Number(child.dataset.seq) > seq : Number(child.dataset.ts) > ts));
   log.insertBefore(buildNode(entry), after || null);
+}
+
+// --- Calls with the other member of a direct conversation ---------------------------------------
+
+/** "Missed video call", "Outgoing voice call · 1:23", "Incoming video call · Declined". */
+function callText(call) {
+  const media = mediaName(call.media);
+  if (call.missed) return `Missed ${media}`;
+  const what = `${call.direction === "outgoing" ? "Outgoing" : "Incoming"} ${media}`;
+  if (typeof call.duration === "number") return `${what} · ${formatDuration(call.duration)}`;
+  const outcome = {
+    declined: "Declined", timeout: "No answer", busy: "Busy", cancelled: "Cancelled",
+    failed: "Failed", connection_lost: "Connection lost", unavailable: "Not available",
+  }[call.end_reason];
+  return outcome ? `${what} · ${outcome}` : what;
+}
+
+function addCall(call) {
+  // Calls still ringing or in progress come when they end; both calls of a glare
+  // are one attempt: the one that went on is shown.
+  if (call.state === "ringing" || call.state === "active" || call.end_reason === "glare") return;
+  const ts = Date.parse(call.created_at);
+  const node = el("li", { class: `call-entry${call.missed ? " call-missed" : ""}`, id: `call-${call.id}`, dataset: { callId: call.id, ts } },
+    el("span", { class: "call-entry-text" }, callText(call)), " ",
+    el("time", { class: "muted", datetime: new Date(ts).toISOString() }, formatTime(ts)),
+  );
+  const existing = byId(`call-${call.id}`);
+  if (existing) {
+    existing.replaceWith(node);
+    return;
+  }
+  const after = [...log.children].find((child) => Number(child.dataset.ts) > ts);
+  log.insertBefore(node, after || null);
+  return node;
+}
+
+async function loadCalls({ live = false } = {}) {
+  if (!peer) return;
+  try {
+    const page = await api("GET", "/calls", { query: { peer: peer.id, limit: 50 } });
+    const added = page.results.map(addCall).filter(Boolean);
+    if (live) added.at(-1)?.scrollIntoView({ block: "end" });
+  } catch {
+    // The messages are what matters here; the calls are also on the Calls page.
+  }
 }
 
 // --- Applying messages -------------------------------------------------------------------------
@@ -311,6 +361,12 @@ async function loadConversation() {
   conversation = await api("GET", `/conversations/${conversationId}`);
   conversation.my_state ??= "accepted"; // a server without the field: no request
   const others = conversation.members.filter((m) => m.user.id !== client.userId);
+  peer = conversation.kind === "direct" && others.length === 1 ? others[0].user : null;
+  for (const button of byId("call-actions").querySelectorAll("button[data-call-media]")) {
+    if (peer) button.dataset.callHandle = peer.handle;
+    else delete button.dataset.callHandle;
+  }
+  byId("call-actions").hidden = !peer;
   byId("members").textContent = others.length ? `With ${others.map((m) => `@${m.user.handle}`).join(", ")}` : "Only you are left here.";
   byId("conversation-title").textContent = conversationTitle(conversation, client.userId);
   byId("timer").value = conversation.disappearing_seconds ? String(conversation.disappearing_seconds) : "";
@@ -550,6 +606,7 @@ async function start() {
   if (!client) return;
   await loadConversation();
   byId("load-older").hidden = !addPage(await client.history(conversationId, { limit: PAGE }));
+  await loadCalls();
   log.setAttribute("aria-busy", "false");
   log.lastElementChild?.scrollIntoView({ block: "end" });
   await loadReceipts();
@@ -581,6 +638,11 @@ byId("edit-cancel").addEventListener("click", cancelEdit);
 byId("load-older").addEventListener("click", loadOlder);
 log.addEventListener("click", onAction);
 document.addEventListener("visibilitychange", markRead);
+// A call ended (this page's or one seen on the socket): show it among the messages.
+document.addEventListener("parley:call-ended", () => {
+  clearTimeout(callsTimer);
+  callsTimer = setTimeout(() => loadCalls({ live: true }), 300);
+});
 byId("timer").addEventListener("change", async (event) => {
   const value = event.currentTarget.value;
   try {

@@ -1,9 +1,11 @@
 // What every messaging page does with the live socket: connect as this browser's
 // device, show the connection state, catch up by sync after every (re)connect, and
-// acknowledge delivery of what arrived.
+// acknowledge delivery of what arrived. The socket also carries calls: the call
+// manager (calls.js) is attached to it, so these pages ring like every other.
 
 import { CLOSE_LOGGED_OUT, CLOSE_REVOKED, CLOSE_SUSPENDED, CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_DEVICE, LiveSocket } from "./socket.js";
 import { forgetAccount } from "./keystore.js";
+import { startCalls } from "./calls.js";
 
 const ENDED = {
   [CLOSE_UNAUTHENTICATED]: "You are signed out.",
@@ -40,6 +42,8 @@ export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
     }
   }
 
+  // The page's one socket: if calls.js (loaded on every signed-in page) opened it
+  // already, these handlers join it rather than opening a second one.
   const socket = new LiveSocket(client.deviceId, {
     onStatus: (text) => statusLine && (statusLine.textContent = text),
     onConnected: catchUp,
@@ -63,5 +67,6 @@ export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
       }
     },
   });
+  startCalls(client, socket);
   return socket;
 }

@@ -261,6 +261,23 @@ export class Parley {
     return directory;
   }
 
+  /**
+   * The box key of `deviceId` when it is one of `userId`'s devices in their verified
+   * directory (read again once when the device is not known yet, e.g. just added);
+   * null otherwise. Calls open and seal their signaling with it (docs/calls.md).
+   */
+  async deviceBoxKey(userId, deviceId) {
+    let id;
+    try {
+      id = c.canonicalId(deviceId);
+    } catch {
+      return null;
+    }
+    let directory = await this.directory(userId);
+    if (!directory.devices.has(id)) directory = await this.directory(userId, { fresh: true });
+    return directory.devices.get(id) || null;
+  }
+
   /** The pin of a contact as last read from the store. */
   pin(userId) {
     return this.record.pins?.[c.canonicalId(userId)] || null;

@@ -2,8 +2,14 @@
 // revoked and its keys are erased here, so a shared computer keeps nothing that reads
 // the user's messages (signing in again restores from the recovery key or a link).
 // Every sign-out form does it: the header's and the /logout confirmation page's.
+//
+// Every signed-in page also rings: the call manager (calls.js) opens this browser's
+// live socket when it has keys (a page that goes live itself shares that socket).
 
 import { forgetBrowser, pageUser } from "./parley.js";
+import { bootCalls } from "./calls.js";
+
+bootCalls();
 
 for (const form of document.querySelectorAll("form.logout-form")) {
   form.addEventListener("submit", async (event) => {

@@ -1,6 +1,10 @@
 // The live socket of this browser's device: reconnects with backoff, and says when it
 // (re)connected so the page can catch up by sync (the socket is a doorbell; the
 // database plus sync is what guarantees delivery: docs/realtime.md).
+//
+// One socket per device per page: `new LiveSocket(deviceId, handlers)` a second time
+// in the same page answers the socket already open and adds the handlers to it, so
+// the call manager (on every signed-in page) and a page's own module share it.
 
 // Close codes after which reconnecting is pointless (docs/realtime.md).
 export const CLOSE_UNAUTHENTICATED = 4001;
@@ -13,16 +17,40 @@ const HEARTBEAT_MS = 25_000;
 // No frame at all (not even the pong) this long after a ping: the connection is dead
 // even if the browser has not noticed yet (a sleeping laptop, a NAT that forgot us).
 const DEAD_AFTER_MS = 10_000;
+// A request (a frame sent with an `id`) that gets no reply this long fails.
+const REQUEST_TIMEOUT_MS = 20_000;
+
+const sockets = new Map(); // deviceId -> the open LiveSocket of this page
+
+/** A refusal of a frame by the server (`{"type": "error", "error": {...}}`), or no reply. */
+export class SocketError extends Error {
+  constructor(error) {
+    super(error?.message || "The server refused the request.");
+    this.name = "SocketError";
+    this.code = error?.code || "error";
+    this.field = error?.field || null;
+    this.details = error || {};
+  }
+}
 
 export class LiveSocket {
   /** @param {string} deviceId  @param {{onEvent, onStatus, onConnected, onEnded}} handlers */
-  constructor(deviceId, handlers) {
+  constructor(deviceId, handlers = {}) {
+    const existing = sockets.get(deviceId);
+    if (existing && !existing.stopped) {
+      existing.addHandlers(handlers);
+      return existing; // eslint-disable-line no-constructor-return
+    }
+    sockets.set(deviceId, this);
     this.deviceId = deviceId;
-    this.handlers = handlers;
+    this.listeners = [handlers];
     this.attempt = 0;
     this.ws = null;
     this.stopped = false;
+    this.connected = false;
     this.heartbeat = null;
+    this.nextId = 1;
+    this.pending = new Map(); // request id -> {resolve, reject, timer}
     this.connect();
     // A laptop waking up or a network coming back: try at once, not after the backoff.
     window.addEventListener("online", () => this.retryNow());
@@ -30,12 +58,25 @@ export class LiveSocket {
     window.addEventListener("offline", () => this.drop());
   }
 
+  /** More handlers on this socket; told at once when it is connected already. */
+  addHandlers(handlers) {
+    if (this.listeners.includes(handlers)) return;
+    this.listeners.push(handlers);
+    if (this.statusText) handlers.onStatus?.(this.statusText);
+    if (this.connected) queueMicrotask(() => handlers.onConnected?.());
+  }
+
+  emit(name, ...args) {
+    if (name === "onStatus") this.statusText = args[0];
+    for (const handlers of this.listeners) handlers[name]?.(...args);
+  }
+
   connect() {
     if (this.stopped) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws/?device=${encodeURIComponent(this.deviceId)}`);
     this.ws = ws;
-    this.handlers.onStatus?.(this.attempt ? "Reconnecting…" : "Connecting…");
+    this.emit("onStatus", this.attempt ? "Reconnecting…" : "Connecting…");
     ws.onmessage = (event) => {
       this.lastFrameAt = Date.now();
       let frame;
@@ -46,8 +87,9 @@ export class LiveSocket {
       }
       if (frame.type === "hello") {
         this.attempt = 0;
-        this.handlers.onStatus?.("");
-        this.handlers.onConnected?.();
+        this.connected = true;
+        this.emit("onStatus", "");
+        this.emit("onConnected");
         clearInterval(this.heartbeat);
         this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS);
         return;
@@ -56,20 +98,40 @@ export class LiveSocket {
         this.ending = frame;
         return;
       }
-      this.handlers.onEvent?.(frame);
+      if (frame.ref !== undefined && this.pending.has(frame.ref)) {
+        const request = this.pending.get(frame.ref);
+        this.pending.delete(frame.ref);
+        clearTimeout(request.timer);
+        if (frame.type === "error") request.reject(new SocketError(frame.error));
+        else request.resolve(frame);
+        return;
+      }
+      this.emit("onEvent", frame);
     };
     ws.onclose = (event) => {
       clearInterval(this.heartbeat);
       if (this.ws !== ws) return;
       this.ws = null;
+      this.lost();
       const code = event.code;
       if (FINAL_CLOSE_CODES.includes(code)) {
         this.stopped = true;
-        this.handlers.onEnded?.(code, this.ending?.message || "");
+        if (sockets.get(this.deviceId) === this) sockets.delete(this.deviceId);
+        this.emit("onEnded", code, this.ending?.message || "");
         return;
       }
       this.scheduleReconnect();
     };
+  }
+
+  /** The connection is gone: requests waiting for a reply fail (they may be retried). */
+  lost() {
+    this.connected = false;
+    for (const [id, request] of this.pending) {
+      clearTimeout(request.timer);
+      request.reject(new SocketError({ code: "offline", message: "The connection was lost. Try again." }));
+      this.pending.delete(id);
+    }
   }
 
   ping() {
@@ -88,6 +150,7 @@ export class LiveSocket {
     clearInterval(this.heartbeat);
     ws.onclose = null;
     ws.close();
+    this.lost();
     this.scheduleReconnect();
   }
 
@@ -96,7 +159,7 @@ export class LiveSocket {
     // 1 s, 2 s, 4 s … up to 30 s, with jitter so a restarted server is not hit by everyone at once.
     const delay = Math.min(30_000, 1000 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
     this.attempt += 1;
-    this.handlers.onStatus?.(`Offline. Reconnecting in ${Math.round(delay / 1000)} s…`);
+    this.emit("onStatus", `Offline. Reconnecting in ${Math.round(delay / 1000)} s…`);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }
@@ -109,8 +172,28 @@ export class LiveSocket {
 
   /** Send a frame if connected; answers whether it went. */
   send(frame) {
-    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    if (!this.connected || this.ws?.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
+  }
+
+  /**
+   * Send a frame with an `id` and answer the server's reply to it (the frame that
+   * carries the id back as `ref`); a SocketError for an `error` reply, no connection,
+   * or no reply in time.
+   */
+  request(frame, { timeout = REQUEST_TIMEOUT_MS } = {}) {
+    return new Promise((resolve, reject) => {
+      const id = `r${this.nextId++}`;
+      if (!this.send({ ...frame, id })) {
+        reject(new SocketError({ code: "offline", message: "Not connected to Parley. Check your connection and try again." }));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new SocketError({ code: "timeout", message: "Parley did not answer in time. Try again." }));
+      }, timeout);
+      this.pending.set(id, { resolve, reject, timer });
+    });
   }
 }

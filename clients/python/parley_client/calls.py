@@ -591,6 +591,7 @@ class IncomingCall(Call):
         self.offer_sdp = offer_sdp
         self.ring_deadline = ring_deadline
         self.answered_elsewhere = asyncio.Event()
+        self._answering = False
 
     @property
     def caller(self) -> Peer:
@@ -653,6 +654,9 @@ class IncomingCall(Call):
         self._add_media(pc, tracks)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = self._box("answer", sdp=pc.localDescription.sdp)
+        # The server tells every socket of ours who answered, this one included: from
+        # here on, that news is about us (a refusal comes back as FrameRefused).
+        self._answering = True
         try:
             await self.live.request(
                 {"type": "call.accept", "call_id": self.call_id, "answer": answer}
@@ -678,7 +682,8 @@ class IncomingCall(Call):
 
     async def _on_event(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "call.answered_elsewhere":
-            self.answered_elsewhere.set()
+            if not self._answering:
+                self.answered_elsewhere.set()
             return
         await super()._on_event(frame)
 
