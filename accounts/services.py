@@ -48,7 +48,7 @@ from accounts.selectors import (
     session_key_digest,
     user_get_by_login,
 )
-from calls.services import calls_end_for_device
+from calls.services import calls_end_for_device, calls_end_for_user
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
@@ -464,6 +464,7 @@ def user_suspend(*, user: User, until: datetime) -> User:
     user.suspended_until = until
     user.save(update_fields=["suspended_until"])
     ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    calls_end_for_user(user_id=user.pk)
     close_sockets_on_commit(user_id=user.pk, code=CLOSE_SUSPENDED, reason="account_suspended")
     return user
 

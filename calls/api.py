@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from accounts.authentication import request_token
-from calls import selectors, services
+from calls import selectors
 from calls.serializers import CallSerializer, RingingCallSerializer
 from common.api import BaseApi, current_user
 from common.pagination import Pagination
@@ -81,7 +81,7 @@ class RingingCallsApi(BaseApi):
         )
         results = [
             {
-                **services.incoming_fields(
+                **selectors.incoming_fields(
                     call, relay_only=selectors.callee_relay_only(callee=user, caller=call.caller)
                 ),
                 "offer": call.offers[str(device.pk)],

@@ -51,6 +51,27 @@ def callee_relay_only(*, callee: User, caller: User) -> bool:
     return not Follow.objects.filter(follower=callee, followee=caller).exists()
 
 
+def incoming_fields(call: Call, *, relay_only: bool) -> dict[str, Any]:
+    """What a ringing device needs but its own offer (``call.incoming``, and the
+    ringing list of the API). ``ring_seconds`` is what is left of the ring, so a client
+    whose clock is off does not drop the call."""
+    left = (call.ring_deadline - timezone.now()).total_seconds()
+    return {
+        "call_id": str(call.pk),
+        "caller": {
+            "id": str(call.caller.pk),
+            "handle": call.caller.handle,
+            "name": call.caller.name,
+        },
+        "caller_device": str(call.caller_device_id),
+        "media": call.media,
+        "ice_servers": ice_servers_for(user=call.callee),
+        "relay_only": relay_only,
+        "ring_deadline": call.ring_deadline.isoformat(),
+        "ring_seconds": max(0, int(left)),
+    }
+
+
 def _is_party(user: User) -> Q:
     return Q(caller=user) | Q(callee=user)
 
@@ -73,10 +94,14 @@ def call_get_for_party(*, user: User, call_id: uuid.UUID) -> Call:
 
 def calls_ringing_for_device(*, user: User, device_id: uuid.UUID) -> list[Call]:
     """Calls ringing now for this device (one it was rung on: it has an offer)."""
-    ringing = Call.objects.filter(
-        callee=user, state=Call.State.RINGING, ring_deadline__gt=timezone.now()
-    ).select_related("caller")
-    return [call for call in ringing if str(device_id) in call.offers]
+    return list(
+        Call.objects.filter(
+            callee=user,
+            state=Call.State.RINGING,
+            ring_deadline__gt=timezone.now(),
+            offers__has_key=str(device_id),
+        ).select_related("caller", "callee")
+    )
 
 
 @dataclass(frozen=True)

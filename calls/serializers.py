@@ -93,3 +93,4 @@ class RingingCallSerializer(serializers.Serializer):
     ice_servers = IceServerSerializer(many=True)
     relay_only = serializers.BooleanField()
     ring_deadline = serializers.DateTimeField()
+    ring_seconds = serializers.IntegerField(help_text="Seconds left to ring.")

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -110,6 +110,34 @@ def _publish_ended(call: Call) -> None:
     publish_on_commit(user_ids=[call.caller_id, call.callee_id], event=ended_event(call))
 
 
+def _close_if_due(call: Call, *, now: datetime) -> bool:
+    """Store what reads already assume: a ringing call past its deadline is missed.
+    True if it closed the (locked) call."""
+    if call.state == State.RINGING and call.ring_deadline <= now:
+        transition(call, Action.TIMEOUT, now=now)
+        _publish_ended(call)
+        return True
+    return False
+
+
+def _stale_active_calls(now: datetime) -> Q:
+    """Active calls whose devices are gone: revoked (at once), or neither seen for
+    CALL_STALE_SECONDS after the answer (a crashed client must not keep its user busy)."""
+    seen_after = now - timedelta(seconds=settings.CALL_STALE_SECONDS)
+    gone = (
+        Q(caller_device__isnull=True)
+        | Q(callee_device__isnull=True)
+        | Q(caller_device__revoked_at__isnull=False)
+        | Q(callee_device__revoked_at__isnull=False)
+    )
+    unseen = (
+        Q(answered_at__lte=seen_after)
+        & ~Q(caller_device__last_seen_at__gt=seen_after)
+        & ~Q(callee_device__last_seen_at__gt=seen_after)
+    )
+    return Q(state=State.ACTIVE) & (gone | unseen)
+
+
 def _locked(call_id: uuid.UUID, *, user: User | None, now: datetime) -> Call:
     """The call, row-locked, with a ringing call past its deadline already marked
     missed (so every action sees the truth). ``user`` must be a party."""
@@ -119,9 +147,7 @@ def _locked(call_id: uuid.UUID, *, user: User | None, now: datetime) -> Call:
     call = calls.first()
     if call is None:
         raise NotFound("call_not_found", "No such call.", field="call_id")
-    if call.state == State.RINGING and call.ring_deadline <= now:
-        transition(call, Action.TIMEOUT, now=now)
-        _publish_ended(call)
+    _close_if_due(call, now=now)
     return call
 
 
@@ -148,20 +174,25 @@ class Prepared:
 
 
 def _live_calls(users: list[User], now: datetime) -> list[Call]:
-    """Live calls involving any of ``users``, locked; a ringing call past its deadline
-    is marked missed on the way (and no longer counts)."""
+    """Live calls involving any of ``users``, locked. Calls that are over in all but
+    name (rung out, or active with their devices gone) are closed on the way and do
+    not count, so no one stays busy because a sweep has not run."""
     ids = [user.pk for user in users]
+    involving = Q(caller_id__in=ids) | Q(callee_id__in=ids)
+    stale = set(
+        Call.objects.filter(involving).filter(_stale_active_calls(now)).values_list("pk", flat=True)
+    )
     calls = list(
         Call.objects.select_for_update()
-        .filter(Q(caller_id__in=ids) | Q(callee_id__in=ids), state__in=Call.LIVE_STATES)
+        .filter(involving, state__in=Call.LIVE_STATES)
         .order_by("pk")
     )
     live = []
     for call in calls:
-        if call.state == State.RINGING and call.ring_deadline <= now:
-            transition(call, Action.TIMEOUT, now=now)
+        if call.pk in stale:
+            transition(call, Action.FAIL, now=now, reason=Reason.CONNECTION_LOST)
             _publish_ended(call)
-        else:
+        elif not _close_if_due(call, now=now):
             live.append(call)
     return live
 
@@ -223,21 +254,18 @@ def _callee(caller: User, handle: str) -> User:
         raise NotFound(exc.code, exc.message, field="callee") from exc
 
 
+@transaction.atomic
 def call_prepare(*, caller: User, callee_handle: str, media: str) -> Prepared:
     """Everything a caller's client needs before it builds an offer: the checks an
     invite will make (so a refusal comes before any camera turns on), TURN
     credentials and the caller's relay flag. Stores nothing."""
     _count(f"call-prepare:{caller.pk}", settings.CALL_INVITES_PER_MINUTE * 2)
+    # The settings as stored now, not a socket's copy from when it connected: the
+    # caller may have just turned "relay calls" on.
+    caller = User.objects.get(pk=caller.pk)
     callee = _callee(caller, callee_handle)
     relay_caller, _ = _check_may_call(caller=caller, callee=callee)
-    live = [
-        call
-        for call in Call.objects.filter(
-            Q(caller=caller) | Q(callee=caller), state__in=Call.LIVE_STATES
-        )
-        if call.state == State.ACTIVE or call.is_ringing_now()
-    ]
-    if _in_a_call(caller, live):
+    if _in_a_call(caller, _live_calls([caller], timezone.now())):
         raise Conflict("caller_busy", "You are already in a call.")
     if not _active_device_ids(callee):
         raise Conflict("callee_unreachable", f"@{callee.handle} has no device to ring.")
@@ -265,9 +293,16 @@ def call_invite(
     _count(f"call-invite:{caller.pk}", settings.CALL_INVITES_PER_MINUTE)
     callee = _callee(caller, callee_handle)
     # Both users' rows locked, in a fixed order: invites between the same people (and
-    # glare) are decided one at a time.
-    list(User.objects.select_for_update().filter(pk__in=[caller.pk, callee.pk]).order_by("pk"))
-    _check_may_call(caller=caller, callee=callee)
+    # glare) are decided one at a time. The rows read here are the settings as they
+    # are now, not a socket's copy from when it connected.
+    locked = {
+        user.pk: user
+        for user in User.objects.select_for_update()
+        .filter(pk__in=[caller.pk, callee.pk])
+        .order_by("pk")
+    }
+    caller, callee = locked[caller.pk], locked[callee.pk]
+    _, relay_callee = _check_may_call(caller=caller, callee=callee)
     if Call.objects.filter(pk=call_id).exists():
         raise Conflict("call_exists", "A call with this id exists.", field="call_id")
     caller_device = device_get_active(user=caller, device_id=caller_device_id)
@@ -309,45 +344,37 @@ def call_invite(
         # Both called each other: the lower id goes on, the other ends as glare.
         if str(glare.pk) < str(call_id):
             call.state, call.end_reason, call.ended_at = State.CANCELLED, Reason.GLARE, now
-            call.save(force_insert=True)
+            _insert(call)
             _publish_ended(call)
             return call
         transition(glare, Action.GLARE, now=now)
         _publish_ended(glare)
     elif _in_a_call(callee, live):
         call.state, call.end_reason, call.ended_at = State.BUSY, Reason.BUSY, now
-        call.save(force_insert=True)
+        _insert(call)
         _publish_ended(call)
         return call
     call.offers = offers
-    call.save(force_insert=True)
-    _ring(call, relay_only=selectors.callee_relay_only(callee=callee, caller=caller))
+    _insert(call)
+    _ring(call, relay_only=relay_callee)
     from calls.tasks import schedule_ring_timeout  # tasks import services
 
     transaction.on_commit(lambda: schedule_ring_timeout(call.pk, settings.CALL_RING_SECONDS))
     return call
 
 
-def incoming_fields(call: Call, *, relay_only: bool) -> dict[str, Any]:
-    """What a ringing device needs, but its own offer (``call.incoming``, and the
-    ringing list of the API)."""
-    return {
-        "call_id": str(call.pk),
-        "caller": {
-            "id": str(call.caller.pk),
-            "handle": call.caller.handle,
-            "name": call.caller.name,
-        },
-        "caller_device": str(call.caller_device_id),
-        "media": call.media,
-        "ice_servers": selectors.ice_servers_for(user=call.callee),
-        "relay_only": relay_only,
-        "ring_deadline": call.ring_deadline.isoformat(),
-    }
+def _insert(call: Call) -> None:
+    """Store a new call; an id that another invite took meanwhile is refused (two
+    invites between other people share no lock, so the check above can race)."""
+    try:
+        with transaction.atomic():
+            call.save(force_insert=True)
+    except IntegrityError as exc:
+        raise Conflict("call_exists", "A call with this id exists.", field="call_id") from exc
 
 
 def _ring(call: Call, *, relay_only: bool) -> None:
-    event = {"type": "call.incoming", **incoming_fields(call, relay_only=relay_only)}
+    event = {"type": "call.incoming", **selectors.incoming_fields(call, relay_only=relay_only)}
     event["_per_device"] = {device_id: {"offer": offer} for device_id, offer in call.offers.items()}
     publish_on_commit(user_ids=[call.callee_id], event=event)
 
@@ -355,10 +382,13 @@ def _ring(call: Call, *, relay_only: bool) -> None:
 # --- Answering and ending ----------------------------------------------------------------------
 
 
-def _callee_device(user: User, device_id: uuid.UUID, call: Call) -> Device:
+def _callee_device(user: User, device_id: uuid.UUID, call: Call, *, lock: bool = False) -> Device:
+    """The callee's active device; locked when it is to hold the call (a revocation
+    then waits for the answer, and ends the call it finds)."""
     if call.callee_id != user.pk:
         raise PermissionDenied("not_callee", "Only the person called can do this.")
-    device = device_get_active(user=user, device_id=device_id)
+    devices = Device.objects.select_for_update() if lock else Device.objects
+    device = devices.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
     if device is None:
         raise PermissionDenied("device_revoked", "This device is not active.")
     return device
@@ -376,7 +406,7 @@ def call_accept(*, user: User, device_id: uuid.UUID, call_id: uuid.UUID, answer:
     """The first callee device to accept gets the call; the others stop ringing."""
     now = timezone.now()
     call = _locked(call_id, user=user, now=now)
-    device = _callee_device(user, device_id, call)
+    device = _callee_device(user, device_id, call, lock=True)
     if call.state == State.ACTIVE:
         raise Conflict(
             "call_answered_elsewhere", "This call was answered on another device.",
@@ -532,37 +562,37 @@ def call_ring_timeout(*, call_id: uuid.UUID) -> bool:
 
 @transaction.atomic
 def calls_close_stale() -> int:
-    """Store what reads already assume (ringing past the deadline is missed) and end
-    active calls whose devices are gone: revoked, or neither seen for
-    CALL_STALE_SECONDS (a crashed client must not keep its user busy)."""
+    """Periodic: store what reads already assume (ringing past the deadline is
+    missed) and end active calls whose devices are gone (``connection_lost``)."""
     now = timezone.now()
     closed = 0
     for call in Call.objects.select_for_update(skip_locked=True).filter(
         state=State.RINGING, ring_deadline__lte=now
     ):
-        transition(call, Action.TIMEOUT, now=now)
-        _publish_ended(call)
-        closed += 1
-    seen_after = now - timedelta(seconds=settings.CALL_STALE_SECONDS)
-    stale = (
-        Call.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(state=State.ACTIVE, answered_at__lte=seen_after)
-        .filter(
-            Q(caller_device__isnull=True)
-            | Q(callee_device__isnull=True)
-            | Q(caller_device__revoked_at__isnull=False)
-            | Q(callee_device__revoked_at__isnull=False)
-            | (
-                ~Q(caller_device__last_seen_at__gt=seen_after)
-                & ~Q(callee_device__last_seen_at__gt=seen_after)
-            )
-        )
+        closed += _close_if_due(call, now=now)
+    stale = Call.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        _stale_active_calls(now)
     )
     for call in stale:
         transition(call, Action.FAIL, now=now, reason=Reason.CONNECTION_LOST)
         _publish_ended(call)
         closed += 1
     return closed
+
+
+def calls_end_for_user(*, user_id: uuid.UUID) -> int:
+    """A suspended or banned account leaves every call it is in or placing, and stops
+    ringing where it is called (``unavailable``)."""
+    now = timezone.now()
+    calls = Call.objects.select_for_update().filter(
+        Q(caller_id=user_id) | Q(callee_id=user_id), state__in=Call.LIVE_STATES
+    )
+    ended = 0
+    for call in calls:
+        transition(call, Action.FAIL, now=now, reason=Reason.UNAVAILABLE)
+        _publish_ended(call)
+        ended += 1
+    return ended
 
 
 def calls_end_for_device(*, device_id: uuid.UUID) -> int:

@@ -83,6 +83,20 @@ def test_a_device_that_connects_while_it_rings_gets_its_own_offer() -> None:
     assert bob.phones[0].api.get("/api/v1/calls/ringing").json()["results"] == []
 
 
+def test_the_ringing_list_costs_the_same_queries_for_many_calls() -> None:
+    alice, bob, *others = friends("alice", "bob", "carol", "dave", "erin")
+    api = bob.phones[0].api
+    invite(alice, bob)
+    api.get("/api/v1/calls/ringing")  # the first request of a token also notes its use
+    with CaptureQueriesContext(connection) as one:
+        assert len(api.get("/api/v1/calls/ringing").json()["results"]) == 1
+    for caller in others:
+        invite(caller, bob)
+    with CaptureQueriesContext(connection) as four:
+        assert len(api.get("/api/v1/calls/ringing").json()["results"]) == 4
+    assert len(four) <= len(one) + 3  # one follow lookup per caller, nothing more
+
+
 def test_anonymous_callers_get_401() -> None:
     from rest_framework.test import APIClient
 

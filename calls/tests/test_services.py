@@ -329,3 +329,50 @@ def test_revoking_a_device_ends_its_calls() -> None:
     account_services.device_revoke(user=alice.user, device_id=alice.phones[0].device.pk)
     stopped = Call.objects.get(pk=dialling.pk)
     assert (stopped.state, stopped.end_reason) == (S.FAILED, "unavailable")
+
+
+def test_an_active_call_whose_devices_are_gone_no_longer_makes_anyone_busy(settings) -> None:
+    """No sweep needed: the next invite closes it (the embedded default runs no beat)."""
+    settings.CALL_STALE_SECONDS = 120
+    alice, bob, carol = friends("alice", "bob", "carol")
+    dead = make_call(bob, carol, S.ACTIVE, answered_at=timezone.now() - timedelta(minutes=5))
+    assert invite(alice, bob).state == S.RINGING
+    closed = Call.objects.get(pk=dead.pk)
+    assert (closed.state, closed.end_reason) == (S.ENDED, "connection_lost")
+
+
+def test_prepare_and_invite_read_the_relay_setting_as_stored_now(settings) -> None:
+    settings.TURN_URLS, settings.TURN_SECRET = ["turn:127.0.0.1:3478"], "s3cret"
+    alice, bob = friends("alice", "bob")
+    stale_copy = alice.user  # what a socket loaded when it connected
+    type(stale_copy).objects.filter(pk=stale_copy.pk).update(relay_calls=True)
+    prepared = services.call_prepare(caller=stale_copy, callee_handle="bob", media="audio")
+    assert prepared.relay_only is True
+    settings.TURN_URLS, settings.TURN_SECRET = [], ""
+    with pytest.raises(Conflict) as refused:
+        invite(alice, bob)
+    assert refused.value.code == "relay_unavailable"
+
+
+def test_a_call_id_taken_meanwhile_is_a_conflict_not_a_crash() -> None:
+    alice, bob, carol, dave = friends("alice", "bob", "carol", "dave")
+    taken = invite(alice, bob)
+    copy = Call(
+        id=taken.pk, caller=carol.user, callee=dave.user, media="audio",
+        ring_deadline=timezone.now(),
+    )  # fmt: skip
+    with pytest.raises(Conflict) as refused:
+        services._insert(copy)
+    assert (refused.value.code, refused.value.field) == ("call_exists", "call_id")
+    assert Call.objects.get(pk=taken.pk).caller == alice.user
+
+
+def test_suspending_an_account_ends_its_calls() -> None:
+    alice, bob, carol = friends("alice", "bob", "carol")
+    ringing = invite(alice, bob)
+    talking = make_call(carol, alice, S.ACTIVE)
+    account_services.user_suspend(user=alice.user, until=timezone.now() + timedelta(days=1))
+    for call in (ringing, talking):
+        call.refresh_from_db()
+        assert call.end_reason == "unavailable" and call.ended_at is not None
+    assert (ringing.state, talking.state) == (S.FAILED, S.ENDED)
