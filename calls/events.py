@@ -4,6 +4,7 @@ Each handler parses its frame with a serializer and calls one service. The boxed
 offers, answers and candidates pass through unopened.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from rest_framework import serializers
@@ -88,28 +89,24 @@ def candidate(ctx: SocketContext, frame: Frame) -> None:
     return None
 
 
-@register("call.decline")
-def decline(ctx: SocketContext, frame: Frame) -> Frame:
-    data = _parse(shapes.CallIdSerializer, frame)
-    return _ended(
-        services.call_decline(user=ctx.user, device_id=ctx.device_id, call_id=data["call_id"])
-    )
+# Frames that only name the call, each answered with the call as it ended.
+_ENDINGS = {
+    "call.decline": services.call_decline,
+    "call.busy": services.call_busy,
+    "call.cancel": services.call_cancel,
+}
 
 
-@register("call.busy")
-def busy(ctx: SocketContext, frame: Frame) -> Frame:
-    data = _parse(shapes.CallIdSerializer, frame)
-    return _ended(
-        services.call_busy(user=ctx.user, device_id=ctx.device_id, call_id=data["call_id"])
-    )
+def _ending(end: Callable[..., Call]) -> Callable[[SocketContext, Frame], Frame]:
+    def handler(ctx: SocketContext, frame: Frame) -> Frame:
+        data = _parse(shapes.CallIdSerializer, frame)
+        return _ended(end(user=ctx.user, device_id=ctx.device_id, call_id=data["call_id"]))
+
+    return handler
 
 
-@register("call.cancel")
-def cancel(ctx: SocketContext, frame: Frame) -> Frame:
-    data = _parse(shapes.CallIdSerializer, frame)
-    return _ended(
-        services.call_cancel(user=ctx.user, device_id=ctx.device_id, call_id=data["call_id"])
-    )
+for _kind, _end in _ENDINGS.items():
+    register(_kind)(_ending(_end))
 
 
 @register("call.hangup")

@@ -570,42 +570,42 @@ def calls_close_stale() -> int:
         state=State.RINGING, ring_deadline__lte=now
     ):
         closed += _close_if_due(call, now=now)
-    stale = Call.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-        _stale_active_calls(now)
-    )
-    for call in stale:
-        transition(call, Action.FAIL, now=now, reason=Reason.CONNECTION_LOST)
+    # Read through the device joins, then lock the rows alone (PostgreSQL cannot lock
+    # the nullable side of an outer join); a call ended meanwhile no longer matches.
+    stale_ids = list(Call.objects.filter(_stale_active_calls(now)).values_list("pk", flat=True))
+    stale = Call.objects.filter(pk__in=stale_ids, state=State.ACTIVE)
+    return closed + _fail_all(stale, reason=Reason.CONNECTION_LOST)
+
+
+def _fail_all(calls: Any, *, reason: str) -> int:
+    """End each of these (live) calls for ``reason``, locked; how many ended."""
+    now = timezone.now()
+    ended = 0
+    for call in calls.select_for_update():
+        transition(call, Action.FAIL, now=now, reason=reason)
         _publish_ended(call)
-        closed += 1
-    return closed
+        ended += 1
+    return ended
 
 
 def calls_end_for_user(*, user_id: uuid.UUID) -> int:
     """A suspended or banned account leaves every call it is in or placing, and stops
     ringing where it is called (``unavailable``)."""
-    now = timezone.now()
-    calls = Call.objects.select_for_update().filter(
-        Q(caller_id=user_id) | Q(callee_id=user_id), state__in=Call.LIVE_STATES
+    return _fail_all(
+        Call.objects.filter(
+            Q(caller_id=user_id) | Q(callee_id=user_id), state__in=Call.LIVE_STATES
+        ),
+        reason=Reason.UNAVAILABLE,
     )
-    ended = 0
-    for call in calls:
-        transition(call, Action.FAIL, now=now, reason=Reason.UNAVAILABLE)
-        _publish_ended(call)
-        ended += 1
-    return ended
 
 
 def calls_end_for_device(*, device_id: uuid.UUID) -> int:
     """A device that is revoked leaves its calls: one it placed stops ringing, one it
     is in ends (``unavailable``). Runs inside the revoking transaction."""
-    now = timezone.now()
-    calls = Call.objects.select_for_update().filter(
-        Q(caller_device_id=device_id) | Q(callee_device_id=device_id),
-        state__in=Call.LIVE_STATES,
+    return _fail_all(
+        Call.objects.filter(
+            Q(caller_device_id=device_id) | Q(callee_device_id=device_id),
+            state__in=Call.LIVE_STATES,
+        ),
+        reason=Reason.UNAVAILABLE,
     )
-    ended = 0
-    for call in calls:
-        transition(call, Action.FAIL, now=now, reason=Reason.UNAVAILABLE)
-        _publish_ended(call)
-        ended += 1
-    return ended

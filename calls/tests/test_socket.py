@@ -10,22 +10,9 @@ from channels.testing import WebsocketCommunicator
 
 from calls.models import Call
 from calls.tests.support import boxed, friends
-from config.asgi import application
-from messaging.tests.support import Phone, person
+from messaging.tests.support import connect, person
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def connect(phone: Phone) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(
-        application,
-        f"/ws/?device={phone.device.pk}",
-        headers=[(b"authorization", f"Bearer {phone.key}".encode())],
-    )
-    connected, _ = await comm.connect()
-    assert connected
-    assert (await comm.receive_json_from())["type"] == "hello"
-    return comm
 
 
 async def ask(comm: WebsocketCommunicator, frame: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.testing import WebsocketCommunicator
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
@@ -21,6 +22,7 @@ from accounts import crypto, services
 from accounts.models import ApiToken, Device, User
 from accounts.tests.factories import make_device, make_user
 from common.encoding import b64u_decode, b64u_encode, signing_input
+from config.asgi import application
 
 
 @dataclass
@@ -51,6 +53,19 @@ class Person:
         phone = Phone(self.user, device, keys.box, token, key, api)
         self.phones.append(phone)
         return phone
+
+
+async def connect(phone: Phone) -> WebsocketCommunicator:
+    """An in-process socket of this phone's device, past its hello."""
+    comm = WebsocketCommunicator(
+        application,
+        f"/ws/?device={phone.device.pk}",
+        headers=[(b"authorization", f"Bearer {phone.key}".encode())],
+    )
+    connected, _ = await comm.connect()
+    assert connected
+    assert (await comm.receive_json_from())["type"] == "hello"
+    return comm
 
 
 def person(handle: str | None = None, *, phones: int = 1, history_key: bool = True) -> Person:

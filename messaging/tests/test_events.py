@@ -5,27 +5,13 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async as sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from accounts import services as account_services
 from accounts.models import User
-from config.asgi import application
 from messaging.models import Message
-from messaging.tests.support import Person, Phone, envelope, person
+from messaging.tests.support import Person, connect, envelope, person
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def connect(phone: Phone) -> WebsocketCommunicator:
-    comm = WebsocketCommunicator(
-        application,
-        f"/ws/?device={phone.device.pk}",
-        headers=[(b"authorization", f"Bearer {phone.key}".encode())],
-    )
-    connected, _ = await comm.connect()
-    assert connected
-    assert (await comm.receive_json_from())["type"] == "hello"
-    return comm
 
 
 @sync_to_async
