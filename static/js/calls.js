@@ -9,13 +9,15 @@
 
 import { api } from "./api.js";
 import * as c from "./crypto.js";
-import { Parley, pageUser } from "./parley.js";
+import { IdentityKeyChanged, Parley, pageUser } from "./parley.js";
 import { LiveSocket, SocketError } from "./socket.js";
 import { el, errorText, UserError } from "./ui.js";
 
 // How long the call view stays up with the reason a call ended.
 const LINGER_MS = 4000;
 const MEDIA_NAMES = { audio: "voice", video: "video" };
+// How long a call rings when the server does not say (`ring_seconds`).
+const DEFAULT_RING_SECONDS = 60;
 
 let manager = null;
 let booting = null;
@@ -53,6 +55,9 @@ function idOf(value) {
 
 function callErrorText(error) {
   if (error instanceof SocketError) return error.message;
+  if (error instanceof IdentityKeyChanged) {
+    return `${error.message} The call was not placed.`;
+  }
   if (error instanceof DOMException && ["NotAllowedError", "SecurityError"].includes(error.name)) {
     return "Parley may not use your microphone or camera. Allow it in the browser, then call again.";
   }
@@ -101,6 +106,8 @@ class Call {
     this.direction = direction; // "outgoing" | "incoming"
     this.media = media;
     this.peer = peer; // {id, handle, name}
+    // null, "changed" (the peer's safety number changed) or "verified" (and they were verified).
+    this.keyWarning = null;
     this.peerDevice = null;
     this.peerBox = null;
     // preparing → inviting → ringing → connecting → active → ended (outgoing);
@@ -130,6 +137,18 @@ class Call {
   }
 }
 
+/** Show (or hide, for no `kind`) that `handle`'s safety number changed, in `node`. */
+function showKeyWarning(node, handle, kind) {
+  node.hidden = !kind;
+  if (!kind) return node.replaceChildren();
+  node.replaceChildren(
+    kind === "verified"
+      ? `@${handle}'s safety number changed since you verified it: accept the new key before you call or answer. `
+      : `@${handle}'s safety number changed. `,
+    el("a", { href: "/settings/safety" }, "Compare safety numbers"),
+  );
+}
+
 /** The incoming-call dialog and the in-call panel, built once, on demand. */
 class CallView {
   constructor(calls) {
@@ -144,6 +163,7 @@ class CallView {
   build() {
     if (this.panel) return;
     this.title = el("h2", { class: "call-title", id: "call-title" });
+    this.warning = el("p", { class: "banner call-warning", role: "alert", hidden: true });
     this.remote = el("video", { class: "call-video remote", autoplay: true, playsinline: true });
     this.local = el("video", { class: "call-video local", autoplay: true, playsinline: true, "aria-label": "Your camera" });
     this.local.muted = true; // never play our own microphone back
@@ -156,17 +176,20 @@ class CallView {
     this.closeButton = el("button", { type: "button", class: "button", hidden: true, onclick: () => this.close() }, "Close");
     this.panel = el("dialog", { class: "call-panel", "aria-labelledby": "call-title" },
       this.title,
+      this.warning,
       this.videos,
       el("div", { class: "call-line" }, this.status, this.timer),
       el("div", { class: "call-controls" }, this.muteButton, this.cameraButton, this.hangupButton, this.closeButton),
     );
 
     this.ringText = el("p", { id: "call-incoming-text" });
+    this.ringWarning = el("p", { class: "banner call-warning", id: "call-incoming-warning", hidden: true });
     this.acceptButton = el("button", { type: "button", class: "button button-primary", onclick: () => this.calls.accept(this.ringing) }, "Accept");
     this.declineButton = el("button", { type: "button", class: "button button-danger", onclick: () => this.calls.decline(this.ringing) }, "Decline");
-    this.dialog = el("dialog", { class: "call-incoming", "aria-labelledby": "call-incoming-title", "aria-describedby": "call-incoming-text" },
+    this.dialog = el("dialog", { class: "call-incoming", "aria-labelledby": "call-incoming-title", "aria-describedby": "call-incoming-text call-incoming-warning" },
       el("h2", { id: "call-incoming-title" }, "Incoming call"),
       this.ringText,
+      this.ringWarning,
       el("div", { class: "actions" }, this.acceptButton, this.declineButton),
     );
     // Escape stops the ringing in this tab only; the call still rings elsewhere.
@@ -184,11 +207,14 @@ class CallView {
       ? `${incoming.caller.name} (@${incoming.caller.handle})`
       : `@${incoming.caller.handle}`;
     this.ringText.textContent = `${who} is calling (${mediaName(incoming.media)})`;
+    showKeyWarning(this.ringWarning, incoming.caller.handle, incoming.keyWarning);
+    // A verified contact whose key changed is not answered until the new key is accepted.
+    this.acceptButton.hidden = incoming.keyWarning === "verified";
     if (!this.dialog.open) {
       if (!this.returnFocus) this.returnFocus = document.activeElement;
       this.dialog.showModal();
     }
-    this.acceptButton.focus();
+    (this.acceptButton.hidden ? this.declineButton : this.acceptButton).focus();
   }
 
   hideRinging() {
@@ -217,6 +243,7 @@ class CallView {
     this.hangupButton.hidden = false;
     this.closeButton.hidden = true;
     this.setTitle(call);
+    this.showWarning(call);
     if (!this.panel.open) this.panel.show();
     this.hangupButton.focus();
   }
@@ -226,6 +253,10 @@ class CallView {
     const who = call.peer.handle ? `@${call.peer.handle}` : "";
     this.title.textContent = `${mediaName(call.media, { capital: true })} with ${who}`;
     this.remote.setAttribute("aria-label", `${who}'s video`);
+  }
+
+  showWarning(call) {
+    if (this.current === call) showKeyWarning(this.warning, call.peer.handle, call.keyWarning);
   }
 
   say(call, text) {
@@ -303,6 +334,10 @@ class CallManager {
     this.call = null;
     this.incoming = new Map(); // call id -> ringing call, opened and checked
     this.endedIds = new Set();
+    // Calls that stopped ringing here (answered elsewhere, ended, dropped, ignored): one
+    // whose offer is still being opened is not shown when it is ready.
+    this.goneIds = new Set();
+    this.opening = new Set(); // call ids whose offer is being opened
     this.view = new CallView(this);
     socket.addHandlers({
       onConnected: () => this.connected(),
@@ -318,15 +353,23 @@ class CallManager {
   // --- Socket --------------------------------------------------------------------------------
 
   async connected() {
-    // A tab opened (or a connection back) while a call rings for this device rings too.
+    const call = this.call;
+    // Candidates that could not be sent while the connection was down go now.
+    if (call && !call.over && call.canTrickle) this.flushCandidates(call);
+    // A tab opened (or a connection back) while a call rings for this device rings too,
+    // and a call shown ringing that no longer rings (answered elsewhere or ended while
+    // the connection was down) stops.
+    const shown = [...this.incoming.keys(), ...this.opening];
     try {
       const ringing = await api("GET", "/calls/ringing", { query: { device: this.client.deviceId } });
-      for (const info of ringing.results || []) await this.incomingCall(info);
+      const results = ringing.results || [];
+      const listed = new Set(results.map((info) => idOf(info?.call_id)));
+      for (const id of shown) if (!listed.has(id)) this.dropIncoming(id);
+      for (const info of results) await this.incomingCall(info);
     } catch {
       // The socket events still ring; nothing to show here.
     }
     // A call of ours that ended while the connection was down ends here too.
-    const call = this.call;
     if (call && !call.over && call.state !== "preparing") {
       try {
         const stored = await api("GET", `/calls/${call.id}`);
@@ -381,7 +424,8 @@ class CallManager {
 
   // --- Placing a call ------------------------------------------------------------------------
 
-  async place(handle, media) {
+  /** Call `handle`, who must be the user `userId` (the button's; the server answers the id). */
+  async place(handle, media, userId) {
     if (this.call && !this.call.over) {
       this.view.open(this.call); // already in a call: show it
       return;
@@ -395,12 +439,29 @@ class CallManager {
     try {
       const prepared = await this.socket.request({ type: "call.prepare", callee: handle, media });
       if (call.over) return;
+      // The person on the button, not whoever the server says the handle is now.
+      if (!sameId(prepared.callee?.id, userId)) throw new UserError("The server answered for another person. The call was not placed.");
       call.peer = prepared.callee;
       this.view.setTitle(call);
+      // Their keys before the camera: a verified contact whose key changed is not called
+      // (IdentityKeyChanged), a changed safety number is shown.
+      try {
+        await this.client.directory(call.peer.id);
+      } catch (error) {
+        if (error instanceof IdentityKeyChanged) {
+          call.keyWarning = "verified";
+          this.view.showWarning(call);
+        }
+        throw error;
+      }
+      if (call.over) return;
+      call.keyWarning = this.client.pin(call.peer.id)?.changed ? "changed" : null;
+      this.view.showWarning(call);
       call.stream = await getMedia(media);
       if (call.over) return this.stopMedia(call);
       this.view.showLocal(call);
-      const pc = this.connection(call, prepared.ice_servers, prepared.relay_only);
+      // Relay-only unless the server says plainly that it is not.
+      const pc = this.connection(call, prepared.ice_servers, prepared.relay_only !== false);
       for (const track of call.stream.getTracks()) pc.addTrack(track, call.stream);
       await pc.setLocalDescription(await pc.createOffer());
       if (call.over) return;
@@ -482,30 +543,43 @@ class CallManager {
   /** A `call.incoming` (or an entry of the ringing list): open and check it, then ring. */
   async incomingCall(info) {
     const id = idOf(info?.call_id);
-    if (!id || this.endedIds.has(id) || this.incoming.has(id) || this.call?.id === id) return;
-    const deadline = Date.parse(info.ring_deadline);
-    if (!(deadline > Date.now()) || !["audio", "video"].includes(info.media) || !info.caller?.id) return;
+    const known = () => this.endedIds.has(id) || this.goneIds.has(id) || this.incoming.has(id) || this.call?.id === id;
+    if (!id || known()) return;
+    // What is left of the ring as the server counts it: this browser's clock may be off.
+    const ringSeconds = Number.isFinite(info.ring_seconds) ? info.ring_seconds : DEFAULT_RING_SECONDS;
+    const deadline = Date.now() + ringSeconds * 1000;
+    if (!(ringSeconds > 0) || !["audio", "video"].includes(info.media) || !info.caller?.id) return;
     const callerDevice = idOf(info.caller_device);
-    let boxPub = null;
+    let key = null;
+    let refused = false; // a verified contact whose key changed: shown, never answered
+    this.opening.add(id);
     try {
-      boxPub = callerDevice && (await this.client.deviceBoxKey(info.caller.id, callerDevice));
-    } catch {
-      boxPub = null;
+      key = callerDevice && (await this.client.deviceKey(info.caller.id, callerDevice));
+    } catch (error) {
+      refused = error instanceof IdentityKeyChanged;
+    } finally {
+      this.opening.delete(id);
     }
-    // An offer that does not open, or is not this call's, from this device, for this
-    // media, is ignored: it may be a replay or a relabelling by the server.
-    const offer = boxPub && this.openSignal(info.offer, boxPub, { type: "offer", callId: id, from: callerDevice });
-    if (!offer || offer.media !== info.media || typeof offer.sdp !== "string") return;
-    if (this.endedIds.has(id) || this.incoming.has(id)) return;
+    let offer = null;
+    if (!refused) {
+      // An offer that does not open, or is not this call's, from this device, for this
+      // media, is ignored: it may be a replay or a relabelling by the server.
+      offer = key?.boxPub && this.openSignal(info.offer, key.boxPub, { type: "offer", callId: id, from: callerDevice });
+      if (!offer || offer.media !== info.media || typeof offer.sdp !== "string") return;
+    }
+    // Answered elsewhere, ended or dropped while the offer was being opened.
+    if (known() || !(deadline > Date.now())) return;
     const incoming = {
       id,
       caller: { id: info.caller.id, handle: String(info.caller.handle || ""), name: String(info.caller.name || "") },
       callerDevice,
-      callerBox: boxPub,
+      callerBox: refused ? null : key.boxPub,
+      keyWarning: refused ? "verified" : key.changed ? "changed" : null,
       media: info.media,
-      sdp: offer.sdp,
+      sdp: refused ? null : offer.sdp,
       iceServers: info.ice_servers,
-      relayOnly: Boolean(info.relay_only),
+      // Relay-only unless the server says plainly that it is not.
+      relayOnly: info.relay_only !== false,
       // Stop ringing at the deadline even if the server's word never comes.
       timer: setTimeout(() => this.dropIncoming(id), deadline - Date.now() + 5000),
     };
@@ -523,7 +597,9 @@ class CallManager {
 
   dropIncoming(callId) {
     const id = idOf(callId);
-    const incoming = id && this.incoming.get(id);
+    if (!id) return;
+    this.goneIds.add(id);
+    const incoming = this.incoming.get(id);
     if (!incoming) return;
     clearTimeout(incoming.timer);
     this.incoming.delete(id);
@@ -534,6 +610,7 @@ class CallManager {
   ignore(incoming) {
     if (!incoming) return;
     clearTimeout(incoming.timer);
+    this.goneIds.add(incoming.id);
     this.incoming.delete(incoming.id);
     this.view.hideRinging();
     this.view.restoreFocus();
@@ -550,17 +627,20 @@ class CallManager {
   }
 
   async accept(incoming) {
-    if (!incoming || (this.call && !this.call.over)) return;
+    // A verified contact whose key changed is not answered (the dialog says so).
+    if (!incoming || !incoming.sdp || (this.call && !this.call.over)) return;
     clearTimeout(incoming.timer);
     this.incoming.delete(incoming.id);
     this.view.hideRinging();
     const call = new Call({ id: incoming.id, direction: "incoming", media: incoming.media, peer: incoming.caller });
     call.peerDevice = incoming.callerDevice;
     call.peerBox = incoming.callerBox;
+    call.keyWarning = incoming.keyWarning;
     call.state = "connecting";
     this.call = call;
     this.view.open(call);
     this.view.say(call, "Connecting…");
+    let asked = false; // call.accept sent
     try {
       call.stream = await getMedia(call.media);
       if (call.over) return this.stopMedia(call);
@@ -574,9 +654,13 @@ class CallManager {
       const answer = this.seal(call.peerBox, {
         v: 1, type: "answer", call_id: call.id, from: this.myDevice, to: call.peerDevice, sdp: pc.localDescription.sdp,
       });
+      asked = true;
       await this.socket.request({ type: "call.accept", call_id: call.id, answer });
     } catch (error) {
       if (call.over) return;
+      // No reply to the accept (not a refusal): the server may have taken it, so end it
+      // there too rather than leave the caller connecting.
+      if (asked && ["timeout", "offline"].includes(error?.code)) this.hangupFrame(call, "failed");
       const text = error?.code === "call_answered_elsewhere" ? "Answered on another device." : callErrorText(error);
       this.finish(call, text, { error: error?.code !== "call_answered_elsewhere" });
       return;
@@ -629,12 +713,21 @@ class CallManager {
 
   startTrickle(call) {
     call.canTrickle = true;
+    this.flushCandidates(call);
+  }
+
+  flushCandidates(call) {
     for (const item of call.localCandidates.splice(0)) this.sendCandidate(call, item);
   }
 
+  /** Send one candidate; kept, in order, for the next connection when it cannot go now. */
   sendCandidate(call, item) {
+    if (call.localCandidates.length) {
+      call.localCandidates.push(item);
+      return;
+    }
     const boxed = this.seal(call.peerBox, { v: 1, type: "candidate", call_id: call.id, from: this.myDevice, to: call.peerDevice, ...item });
-    this.socket.send({ type: "call.candidate", call_id: call.id, candidate: boxed });
+    if (!this.socket.send({ type: "call.candidate", call_id: call.id, candidate: boxed })) call.localCandidates.push(item);
   }
 
   async remoteCandidate(call, frame) {
@@ -706,7 +799,8 @@ class CallManager {
   leaving() {
     const call = this.call;
     if (!call || call.over) return;
-    if (call.direction === "outgoing" && call.state === "ringing") this.socket.send({ type: "call.cancel", call_id: call.id });
+    // Inviting: the invite (with the call id) is sent, and may ring.
+    if (call.direction === "outgoing" && ["inviting", "ringing"].includes(call.state)) this.socket.send({ type: "call.cancel", call_id: call.id });
     else if (call.state === "connecting" || call.state === "active") this.socket.send({ type: "call.hangup", call_id: call.id });
     this.finish(call, "Call ended");
   }
@@ -791,7 +885,7 @@ export function bootCalls() {
   return booting;
 }
 
-// Call buttons anywhere: <button data-call-handle="bob" data-call-media="video">.
+// Call buttons anywhere: <button data-call-handle="bob" data-call-user="<bob's id>" data-call-media="video">.
 document.addEventListener("click", async (event) => {
   const button = event.target instanceof Element ? event.target.closest("button[data-call-handle]") : null;
   if (!button || button.getAttribute("aria-disabled") === "true") return;
@@ -801,7 +895,7 @@ document.addEventListener("click", async (event) => {
     location.assign(`/setup?next=${encodeURIComponent(location.pathname)}`);
     return;
   }
-  calls.place(button.dataset.callHandle, button.dataset.callMedia === "video" ? "video" : "audio");
+  calls.place(button.dataset.callHandle, button.dataset.callMedia === "video" ? "video" : "audio", button.dataset.callUser);
 });
 
 // Harmless for anyone to call: answers counts, never keys or descriptions.

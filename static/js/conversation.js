@@ -363,8 +363,13 @@ async function loadConversation() {
   const others = conversation.members.filter((m) => m.user.id !== client.userId);
   peer = conversation.kind === "direct" && others.length === 1 ? others[0].user : null;
   for (const button of byId("call-actions").querySelectorAll("button[data-call-media]")) {
-    if (peer) button.dataset.callHandle = peer.handle;
-    else delete button.dataset.callHandle;
+    if (peer) {
+      button.dataset.callHandle = peer.handle;
+      button.dataset.callUser = peer.id; // calls.js checks the server calls this user
+    } else {
+      delete button.dataset.callHandle;
+      delete button.dataset.callUser;
+    }
   }
   byId("call-actions").hidden = !peer;
   byId("members").textContent = others.length ? `With ${others.map((m) => `@${m.user.handle}`).join(", ")}` : "Only you are left here.";

@@ -263,19 +263,27 @@ export class Parley {
 
   /**
    * The box key of `deviceId` when it is one of `userId`'s devices in their verified
-   * directory (read again once when the device is not known yet, e.g. just added);
-   * null otherwise. Calls open and seal their signaling with it (docs/calls.md).
+   * directory (read again once when the device is not known yet, e.g. just added), or
+   * null, and whether the contact's safety number changed (`changed`, as the
+   * conversation's banner says it): `{boxPub, changed}`. IdentityKeyChanged for a
+   * verified contact whose key changed. Calls open and seal their signaling with it
+   * (docs/calls.md).
    */
-  async deviceBoxKey(userId, deviceId) {
+  async deviceKey(userId, deviceId) {
     let id;
     try {
       id = c.canonicalId(deviceId);
     } catch {
-      return null;
+      return { boxPub: null, changed: false };
     }
     let directory = await this.directory(userId);
     if (!directory.devices.has(id)) directory = await this.directory(userId, { fresh: true });
-    return directory.devices.get(id) || null;
+    return { boxPub: directory.devices.get(id) || null, changed: Boolean(this.pin(userId)?.changed) };
+  }
+
+  /** Only the box key of `deviceKey()`. */
+  async deviceBoxKey(userId, deviceId) {
+    return (await this.deviceKey(userId, deviceId)).boxPub;
   }
 
   /** The pin of a contact as last read from the store. */

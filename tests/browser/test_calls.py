@@ -1,7 +1,8 @@
 """Calls in real Chromium (fake camera and microphone) against a live Daphne server:
 two people who follow each other (so no relay is forced; the test server has no TURN),
 a video call placed from a profile and answered on another page, a declined call, and
-a missed one that also rings in a tab opened while it rings."""
+a missed one that also rings in a tab opened while it rings; safety numbers that changed
+are shown, and refuse the call for a verified contact."""
 
 import re
 import time
@@ -51,6 +52,32 @@ def incoming(page: Page) -> Locator:
 
 def call_panel(page: Page) -> Locator:
     return page.locator("dialog.call-panel")
+
+
+def pin_another_key(page: Page, user_id: str, *, verified: bool) -> None:
+    """As if `user_id` had a new identity key since this browser pinned (and maybe
+    verified) theirs: the pin holds another key than the directory's."""
+    page.evaluate(
+        """async ([userId, verified]) => {
+        const { updateAccount } = await import("/static/js/keystore.js");
+        await updateAccount(document.body.dataset.userId, (record) => {
+            record.pins[userId] = { aikPub: "A".repeat(43), verified, changed: false };
+        });
+    }""",
+        [user_id, verified],
+    )
+
+
+def forget_pin(page: Page, user_id: str) -> None:
+    page.evaluate(
+        """async (userId) => {
+        const { updateAccount } = await import("/static/js/keystore.js");
+        await updateAccount(document.body.dataset.userId, (record) => {
+            delete record.pins[userId];
+        });
+    }""",
+        user_id,
+    )
 
 
 def test_video_call_from_a_profile_answered_on_another_page(site: Site) -> None:
@@ -141,12 +168,39 @@ def test_video_call_from_a_profile_answered_on_another_page(site: Site) -> None:
 def test_declined_then_missed_call_also_rings_in_a_new_tab(site: Site) -> None:
     alice, bob = friends(site)
     bob.goto("/@bob")  # a page that does not go live itself
+    alice_id = alice.evaluate("document.body.dataset.userId")
+    bob_id = bob.evaluate("document.body.dataset.userId")
 
-    # Declined: Alice sees it, Bob's dialog goes.
+    # Bob, whom Alice verified, has another key now: she cannot call him until she
+    # accepts it.
+    pin_another_key(alice, bob_id, verified=True)
     alice.get_by_role("button", name="Voice call").click()
+    panel = call_panel(alice)
+    expect(panel.locator(".call-status")).to_have_text(
+        "@bob's safety number changed. The call was not placed."
+    )
+    expect(panel.get_by_role("link", name="Compare safety numbers")).to_have_attribute(
+        "href", "/settings/safety"
+    )
+    panel.get_by_role("button", name="Close").click()
+    expect(panel).to_be_hidden()
+    assert not Call.objects.exists()
+
+    # Not verified: the call goes, with a warning on both sides; Bob had verified
+    # Alice, so he may only decline.
+    pin_another_key(alice, bob_id, verified=False)
+    pin_another_key(bob, alice_id, verified=True)
+    alice.get_by_role("button", name="Voice call").click()
+    expect(panel.locator(".call-warning")).to_have_text(
+        "@bob's safety number changed. Compare safety numbers"
+    )
     ringing = incoming(bob)
     expect(ringing).to_contain_text("Alice Liddell (@alice) is calling (voice call)")
+    expect(ringing).to_contain_text("@alice's safety number changed since you verified it")
+    expect(ringing.get_by_role("button", name="Accept")).to_be_hidden()
+    expect(ringing.get_by_role("button", name="Decline")).to_be_focused()
     ringing.get_by_role("button", name="Decline").click()
+    forget_pin(bob, alice_id)  # Bob takes Alice's key as new from here on
     expect(ringing).to_be_hidden()
     expect(call_panel(alice).locator(".call-status")).to_have_text("Declined")
     expect(call_panel(alice)).to_be_hidden(timeout=GONE_WITHIN)
