@@ -48,6 +48,29 @@ class Decision:
     reason: str  # a stable code: "ok", "blocked", "policy_nobody", ...
 
 
+# What a refusal says to the person refused, by Decision.reason: the API's errors and
+# the site's notes beside disabled buttons read the same.
+MESSAGE_REFUSALS = {
+    "self": "You cannot start a conversation with yourself.",
+    "blocked": "You cannot message @{handle}.",
+    "unavailable": "@{handle} cannot be messaged at the moment.",
+    "policy_nobody": "@{handle} does not accept new messages.",
+    "policy_following": "@{handle} only accepts messages from people they follow.",
+}
+CALL_REFUSALS = {
+    "self": "You cannot call yourself.",
+    "blocked": "You cannot call @{handle}.",
+    "unavailable": "@{handle} cannot be called at the moment.",
+    "policy_nobody": "@{handle} does not accept calls.",
+    "policy_following": "@{handle} only accepts calls from people they follow.",
+    "policy_mutual": "@{handle} only accepts calls from people they follow who follow them back.",
+}
+
+
+def refusal_text(refusals: dict[str, str], reason: str, handle: str) -> str:
+    return refusals.get(reason, refusals["blocked"]).format(handle=handle)
+
+
 def relationships_with(*, viewer: User, targets: list[User]) -> dict[uuid.UUID, Relationship]:
     """The viewer's relationship with each target, in three queries however many."""
     ids = [target.pk for target in targets if target.pk != viewer.pk]

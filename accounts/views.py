@@ -37,21 +37,6 @@ from common.net import client_address
 AUTH_BACKEND = "accounts.backends.HandleOrEmailBackend"
 SEARCH_PAGE_SIZE = 20
 
-# Why the Message and Call buttons are off, by selectors.Decision.reason.
-MESSAGE_NOTES = {
-    "blocked": "You cannot message @{handle}.",
-    "unavailable": "@{handle} cannot be messaged at the moment.",
-    "policy_nobody": "@{handle} does not accept new messages.",
-    "policy_following": "@{handle} only accepts messages from people they follow.",
-}
-CALL_NOTES = {
-    "blocked": "You cannot call @{handle}.",
-    "unavailable": "@{handle} cannot be called at the moment.",
-    "policy_nobody": "@{handle} does not accept calls.",
-    "policy_following": "@{handle} only accepts calls from people they follow.",
-    "policy_mutual": "@{handle} only accepts calls from people they follow who follow them back.",
-}
-
 
 def viewer_of(request: HttpRequest) -> User:
     """The signed-in user. Every caller sits behind login_required."""
@@ -283,10 +268,10 @@ def profile(request: HttpRequest, handle: str) -> HttpResponse:
         # profile_get says whether, not why; the reasons come from the same rules.
         if not found.can_message:
             reason = selectors.message_permission(sender=viewer, recipient=user, rel=rel).reason
-            message_note = MESSAGE_NOTES.get(reason, "").format(handle=user.handle)
+            message_note = selectors.refusal_text(selectors.MESSAGE_REFUSALS, reason, user.handle)
         if not found.can_call:
             reason = selectors.call_permission(caller=viewer, callee=user, rel=rel).reason
-            call_note = CALL_NOTES.get(reason, "").format(handle=user.handle)
+            call_note = selectors.refusal_text(selectors.CALL_REFUSALS, reason, user.handle)
     context = {
         "profile": found,
         "shown": user,

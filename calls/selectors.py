@@ -43,12 +43,15 @@ def caller_relay_only(*, caller: User) -> bool:
     return caller.relay_calls
 
 
-def callee_relay_only(*, callee: User, caller: User) -> bool:
+def callee_relay_only(*, callee: User, caller: User, follows_caller: bool | None = None) -> bool:
     """A stranger never learns the callee's address by calling: relay-only unless the
-    callee follows the caller, and always when the callee chose it."""
+    callee follows the caller, and always when the callee chose it. ``follows_caller``
+    saves the lookup when the caller already knows it."""
     if callee.relay_calls:
         return True
-    return not Follow.objects.filter(follower=callee, followee=caller).exists()
+    if follows_caller is None:
+        follows_caller = Follow.objects.filter(follower=callee, followee=caller).exists()
+    return not follows_caller
 
 
 def incoming_fields(call: Call, *, relay_only: bool) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Device, User
-from accounts.selectors import call_permission, device_get_active, user_get_visible
+from accounts.selectors import (
+    CALL_REFUSALS,
+    call_permission,
+    device_get_active,
+    refusal_text,
+    relationship_get,
+    user_get_visible,
+)
 from calls import selectors
 from calls.models import Call
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
@@ -212,11 +219,16 @@ def _in_a_call(user: User, calls: list[Call], *, ignoring: Call | None = None) -
 def _check_may_call(*, caller: User, callee: User) -> tuple[bool, bool]:
     """Refuse what privacy settings, blocks and relay configuration forbid; return
     the two sides' relay-only flags."""
-    decision = call_permission(caller=caller, callee=callee)
+    rel = relationship_get(viewer=caller, target=callee)
+    decision = call_permission(caller=caller, callee=callee, rel=rel)
     if not decision.allowed:
-        raise PermissionDenied(decision.reason, _refusal_message(decision.reason, callee))
+        raise PermissionDenied(
+            decision.reason, refusal_text(CALL_REFUSALS, decision.reason, callee.handle)
+        )
     relay_caller = selectors.caller_relay_only(caller=caller)
-    relay_callee = selectors.callee_relay_only(callee=callee, caller=caller)
+    relay_callee = selectors.callee_relay_only(
+        callee=callee, caller=caller, follows_caller=rel.followed_by
+    )
     if (relay_caller or relay_callee) and not selectors.relay_available():
         raise Conflict(
             "relay_unavailable",
@@ -224,18 +236,6 @@ def _check_may_call(*, caller: User, callee: User) -> tuple[bool, bool]:
             "and this server has none configured.",
         )
     return relay_caller, relay_callee
-
-
-def _refusal_message(reason: str, callee: User) -> str:
-    messages = {
-        "self": "You cannot call yourself.",
-        "blocked": f"You cannot call @{callee.handle}.",
-        "unavailable": f"@{callee.handle} cannot be called at the moment.",
-        "policy_nobody": f"@{callee.handle} does not accept calls.",
-        "policy_following": f"@{callee.handle} only accepts calls from people they follow.",
-        "policy_mutual": f"@{callee.handle} only accepts calls from mutual follows.",
-    }
-    return messages.get(reason, "You cannot call this person.")
 
 
 def _active_device_ids(user: User) -> set[str]:

@@ -22,7 +22,13 @@ from nacl.hash import blake2b
 
 from accounts import services as account_services
 from accounts.models import ApiToken, Block, Device, Follow, HistoryKey, User
-from accounts.selectors import device_get_active, message_permission, relationships_with
+from accounts.selectors import (
+    MESSAGE_REFUSALS,
+    device_get_active,
+    message_permission,
+    refusal_text,
+    relationships_with,
+)
 from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging.models import (
@@ -112,7 +118,11 @@ def conversation_get_or_create_direct(*, user: User, other: User) -> tuple[Conve
         return existing, False
     decision = message_permission(sender=user, recipient=other)
     if not decision.allowed:
-        raise PermissionDenied(decision.reason, _refusal_message(decision.reason), field="handle")
+        raise PermissionDenied(
+            decision.reason,
+            refusal_text(MESSAGE_REFUSALS, decision.reason, other.handle),
+            field="handle",
+        )
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
@@ -131,16 +141,6 @@ def conversation_get_or_create_direct(*, user: User, other: User) -> tuple[Conve
     return conversation, True
 
 
-def _refusal_message(reason: str) -> str:
-    return {
-        "blocked": "You cannot message this account.",
-        "policy_nobody": "This account does not accept messages.",
-        "policy_following": "This account only accepts messages from people it follows.",
-        "unavailable": "This account is not available.",
-        "self": "You cannot start a conversation with yourself.",
-    }.get(reason, "You cannot message this account.")
-
-
 def _check_can_add(*, adder: User, users: list[User]) -> None:
     relationships = relationships_with(viewer=adder, targets=users)
     for user in users:
@@ -148,7 +148,7 @@ def _check_can_add(*, adder: User, users: list[User]) -> None:
         if not decision.allowed:
             raise PermissionDenied(
                 decision.reason,
-                f"@{user.handle}: {_refusal_message(decision.reason)}",
+                refusal_text(MESSAGE_REFUSALS, decision.reason, user.handle),
                 field="handles",
             )
 
@@ -404,7 +404,9 @@ def _check_may_send(*, sender: User, conversation: Conversation, membership: Mem
         # Until the peer accepts, their privacy settings decide.
         decision = message_permission(sender=sender, recipient=peer)
         if not decision.allowed:
-            raise PermissionDenied(decision.reason, _refusal_message(decision.reason))
+            raise PermissionDenied(
+                decision.reason, refusal_text(MESSAGE_REFUSALS, decision.reason, peer.handle)
+            )
 
 
 def _check_recipients(*, conversation: Conversation, envelope: Envelope) -> None:
