@@ -39,6 +39,13 @@ def _clear_cache() -> None:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_task_timers_in_the_test_process(settings: Any) -> None:
+    """Services called in this process must not leave timer threads behind (ring
+    timeouts, email windows); the live servers the tests start keep theirs."""
+    settings.TASK_TIMERS_IN_PROCESS = False
+
+
 @pytest.fixture(scope="session")
 def start_daphne(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory

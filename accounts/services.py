@@ -50,6 +50,7 @@ from accounts.selectors import (
 )
 from calls.services import calls_end_for_device, calls_end_for_user
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
+from notifications import services as notification_services
 from realtime.publish import (
     CLOSE_DEVICE_REVOKED,
     CLOSE_LOGGED_OUT,
@@ -491,6 +492,7 @@ def user_follow(*, follower: User, followee: User) -> Follow:
         raise PermissionDenied("blocked", "You cannot follow this account.")
     follow, created = Follow.objects.get_or_create(follower=follower, followee=followee)
     if created:
+        notification_services.followed_on_commit(follower_id=follower.pk, followee_id=followee.pk)
         publish_on_commit(
             user_ids=[followee.pk],
             event={
@@ -743,6 +745,7 @@ def _device_revoke(device: Device, *, now: datetime) -> None:
     device.save(update_fields=["revoked_at"])
     ApiToken.objects.filter(device=device, revoked_at__isnull=True).update(revoked_at=now)
     calls_end_for_device(device_id=device.pk)
+    notification_services.push_subscriptions_delete_for_device(device_id=device.pk)
     close_sockets_on_commit(device_id=device.pk, code=CLOSE_DEVICE_REVOKED, reason="device_revoked")
     publish_on_commit(
         user_ids=[device.user_id],

@@ -30,6 +30,7 @@ from accounts.selectors import (
 from calls import selectors
 from calls.models import Call
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
+from notifications import services as notification_services
 from realtime.publish import publish_on_commit, publish_to_device_on_commit
 
 State = Call.State
@@ -115,6 +116,16 @@ def ended_event(call: Call) -> dict[str, Any]:
 
 def _publish_ended(call: Call) -> None:
     publish_on_commit(user_ids=[call.caller_id, call.callee_id], event=ended_event(call))
+    if call_was_missed(call):
+        notification_services.call_missed_on_commit(call_id=call.pk)
+
+
+def call_was_missed(call: Call) -> bool:
+    """The callee never picked up nor turned it down: no answer, busy, or the caller
+    gave up while it rang (glare is no one's missed call)."""
+    return call.state in (State.MISSED, State.BUSY) or (
+        call.state == State.CANCELLED and call.end_reason == Reason.CANCELLED
+    )
 
 
 def _close_if_due(call: Call, *, now: datetime) -> bool:

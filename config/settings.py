@@ -5,6 +5,7 @@ layer, Celery tasks run in-process, console email, DEBUG off). The variables
 that switch to the real parts are listed in docs/running.md.
 """
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from csp.constants import NONCE, NONE, SELF, WASM_UNSAFE_EVAL
 from django.core.exceptions import ImproperlyConfigured
 
@@ -108,6 +111,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
+                "notifications.context_processors.notifications",
             ],
         },
     },
@@ -177,6 +181,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# A task taken by a worker that dies before acknowledging it goes back to the queue
+# after this long (acks_late); it must exceed the longest countdown we schedule.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+}
 CELERY_BEAT_SCHEDULE = {
     "erase-expired-messages": {
         "task": "messaging.erase_expired_messages",
@@ -185,6 +194,14 @@ CELERY_BEAT_SCHEDULE = {
     "close-stale-calls": {
         "task": "calls.close_stale_calls",
         "schedule": env.float("CLOSE_STALE_CALLS_EVERY_SECONDS", default=30.0),
+    },
+    "send-notification-digests": {
+        "task": "notifications.send_digests",
+        "schedule": env.float("DIGEST_EVERY_SECONDS", default=3600.0),
+    },
+    "prune-notifications": {
+        "task": "notifications.prune",
+        "schedule": env.float("PRUNE_NOTIFICATIONS_EVERY_SECONDS", default=6 * 3600.0),
     },
 }
 
@@ -267,6 +284,8 @@ API_THROTTLE_RATES = {
     "attachments": env.str("THROTTLE_ATTACHMENTS", default="120/min"),
     "reports": env.str("THROTTLE_REPORTS", default="20/min"),
     "calls": env.str("THROTTLE_CALLS", default="120/min"),
+    "notifications": env.str("THROTTLE_NOTIFICATIONS", default="300/min"),
+    "push_subscriptions": env.str("THROTTLE_PUSH_SUBSCRIPTIONS", default="20/min"),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -303,9 +322,12 @@ TURN_CREDENTIAL_SECONDS = env.int("TURN_CREDENTIAL_SECONDS", default=6 * 3600)
 CALL_RING_SECONDS = env.int("CALL_RING_SECONDS", default=60)
 CALL_INVITES_PER_MINUTE = env.int("CALL_INVITES_PER_MINUTE", default=10)
 CALL_STALE_SECONDS = env.int("CALL_STALE_SECONDS", default=120)
-# Eager Celery (the embedded default) would run a countdown task at once: the ring
-# timeout runs on a timer thread of the server process instead.
-CALL_TIMERS_IN_PROCESS = env.bool("CALL_TIMERS_IN_PROCESS", default=True)
+
+# --- Background work ------------------------------------------------------------------------
+
+# Eager Celery (the embedded default) would run a countdown task at once: ring timeouts
+# and email windows run on timers of the server process instead (common.tasks.run_later).
+TASK_TIMERS_IN_PROCESS = env.bool("TASK_TIMERS_IN_PROCESS", default=True)
 
 # --- Realtime -------------------------------------------------------------------------------
 
@@ -338,6 +360,73 @@ if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+
+# --- Notifications (docs/notifications.md) -------------------------------------------------
+
+# The site's address, for links in emails and pushes.
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
+# A socket that is not refreshed for this long no longer counts as "online".
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
+# An email waits this long after the first message of a window, so that what follows
+# is told in the same email (and nothing at all if it was read meanwhile).
+NOTIFY_EMAIL_DELAY_SECONDS = env.int("NOTIFY_EMAIL_DELAY_SECONDS", default=300)
+# The digest tells of notifications unread for this long that no email told yet.
+DIGEST_AFTER_SECONDS = env.int("DIGEST_AFTER_SECONDS", default=12 * 3600)
+NOTIFICATIONS_KEEP_READ_DAYS = env.int("NOTIFICATIONS_KEEP_READ_DAYS", default=30)
+NOTIFICATIONS_KEEP_DAYS = env.int("NOTIFICATIONS_KEEP_DAYS", default=90)
+PUSH_SUBSCRIPTION_FAILING_DAYS = env.int("PUSH_SUBSCRIPTION_FAILING_DAYS", default=7)
+# Web Push (RFC 8030/8291/8292). The VAPID key is a P-256 private key, base64url of its
+# 32 bytes; in development and tests one is made and kept in var/.
+VAPID_SUBJECT = env.str("VAPID_SUBJECT", default="mailto:admin@localhost")
+# The server posts to push endpoints the browsers name: only to these push services'
+# hosts (and their subdomains), over HTTPS, so an endpoint cannot point inside our network.
+WEB_PUSH_HOSTS = env.list(
+    "WEB_PUSH_HOSTS",
+    default=[
+        "fcm.googleapis.com",
+        "updates.push.services.mozilla.com",
+        "push.services.mozilla.com",
+        "notify.windows.com",
+        "push.apple.com",
+    ],
+)
+WEB_PUSH_ALLOW_HTTP = env.bool("WEB_PUSH_ALLOW_HTTP", default=False) and not PRODUCTION
+WEB_PUSH_TIMEOUT_SECONDS = env.float("WEB_PUSH_TIMEOUT_SECONDS", default=10.0)
+
+
+def _b64u(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _development_vapid_key() -> str:
+    key_file = VAR_DIR / "vapid_private_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        number = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+        key_file.write_text(_b64u(number.to_bytes(32, "big")))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _vapid_public_key(private_key: str) -> str:
+    """The application server key browsers subscribe with: the uncompressed point."""
+    try:
+        raw = base64.urlsafe_b64decode(private_key + "=" * (-len(private_key) % 4))
+        key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except ValueError as exc:
+        raise ImproperlyConfigured("VAPID_PRIVATE_KEY is not a P-256 key (base64url).") from exc
+    return _b64u(
+        key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
+
+
+VAPID_PRIVATE_KEY = env.str("VAPID_PRIVATE_KEY", default="") or (
+    "" if PRODUCTION else _development_vapid_key()
+)
+# Empty when there is no key: the site then offers no push.
+VAPID_PUBLIC_KEY = _vapid_public_key(VAPID_PRIVATE_KEY) if VAPID_PRIVATE_KEY else ""
 
 # --- Email ----------------------------------------------------------------------------------
 

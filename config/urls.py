@@ -11,6 +11,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include(("accounts.api_urls", "accounts"), namespace="accounts")),
     path("", include(("messaging.api_urls", "messaging"), namespace="messaging")),
     path("", include(("calls.api_urls", "calls"), namespace="calls")),
+    path("", include(("notifications.api_urls", "notifications"), namespace="notifications")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -22,6 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("messaging.urls")),
     path("", include("calls.urls")),
+    path("", include("notifications.urls")),
     path("", include("accounts.urls")),
 ]
 

@@ -5,10 +5,15 @@ docs/messages.md.
 """
 
 import uuid
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+
+# "Until I unmute": a date no one reaches.
+MUTED_FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Conversation(models.Model):
@@ -79,6 +84,8 @@ class Membership(models.Model):
     # The first message this member may see: members added to a group later do not
     # see (even the metadata of) what was sent before they joined.
     first_seq = models.BigIntegerField(default=1)
+    # No notifications from this conversation until then (MUTED_FOREVER: until unmuted).
+    muted_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -92,6 +99,10 @@ class Membership(models.Model):
     @property
     def is_active(self) -> bool:
         return self.left_at is None
+
+    @property
+    def is_muted(self) -> bool:
+        return self.muted_until is not None and self.muted_until > timezone.now()
 
 
 class Message(models.Model):

@@ -32,6 +32,7 @@ from accounts.selectors import (
 from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging.models import (
+    MUTED_FOREVER,
     Attachment,
     Conversation,
     DeviceCursor,
@@ -39,6 +40,7 @@ from messaging.models import (
     Message,
     Report,
 )
+from notifications import services as notification_services
 from realtime.publish import publish_now, publish_on_commit
 
 MAX_GROUP_MEMBERS = 50
@@ -326,6 +328,36 @@ def request_block(*, user: User, conversation: Conversation) -> Membership:
     return membership
 
 
+MUTE_CHOICES = (3600, 8 * 3600, 7 * 24 * 3600)
+
+
+@transaction.atomic
+def conversation_mute(*, user: User, conversation: Conversation, seconds: int | None) -> Membership:
+    """No notifications from this conversation for ``seconds`` (one of MUTE_CHOICES),
+    or until unmuted (``None``). Messages still arrive; only telling of them stops."""
+    if seconds is not None and seconds not in MUTE_CHOICES:
+        raise ApplicationError(
+            "invalid_choice",
+            f"Mute for one of {', '.join(map(str, MUTE_CHOICES))} seconds, or null for "
+            "until unmuted.",
+            field="seconds",
+        )
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    membership.muted_until = (
+        MUTED_FOREVER if seconds is None else timezone.now() + timedelta(seconds=seconds)
+    )
+    membership.save(update_fields=["muted_until"])
+    return membership
+
+
+@transaction.atomic
+def conversation_unmute(*, user: User, conversation: Conversation) -> Membership:
+    membership = _active_membership(user=user, conversation=conversation, lock=True)
+    membership.muted_until = None
+    membership.save(update_fields=["muted_until"])
+    return membership
+
+
 @transaction.atomic
 def conversation_update(
     *,
@@ -582,6 +614,7 @@ def message_send(
     publish_on_commit(
         user_ids=_member_ids(conversation.pk, skip_declined=True), event=message_event(message)
     )
+    notification_services.message_sent_on_commit(message_id=message.pk)
     return message, True
 
 
@@ -723,6 +756,9 @@ def read_mark(*, user: User, conversation_id: uuid.UUID, seq: int) -> int:
         return membership.last_read_seq
     membership.last_read_seq = seq
     membership.save(update_fields=["last_read_seq"])
+    notification_services.notifications_read_for_conversation(
+        user=user, conversation_id=conversation_id, seq=seq
+    )
     event = {
         "type": "receipt.read",
         "conversation_id": str(conversation_id),

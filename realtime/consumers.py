@@ -4,6 +4,8 @@ Thin: it authenticates, joins its groups, turns frames into handler calls and
 group messages into frames. It never lets a bad frame close the connection.
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -12,6 +14,7 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -21,6 +24,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Device, User
 from common.api import error_body
 from common.errors import ApplicationError
+from realtime import presence
 from realtime.auth import SocketIdentity
 from realtime.groups import device_group, session_group, token_group, user_group
 from realtime.publish import (
@@ -81,9 +85,18 @@ def _still_allowed(
     return None
 
 
+async def _presence(action: Any, user_id: uuid.UUID, socket_id: str) -> None:
+    """Presence is best effort: a Redis hiccup must not close anyone's socket."""
+    try:
+        await sync_to_async(action, thread_sensitive=False)(user_id, socket_id)
+    except Exception:
+        logger.warning("presence update failed", exc_info=True)
+
+
 class DeviceSocketConsumer(AsyncWebsocketConsumer):
     ctx: SocketContext | None = None
     joined: list[str]
+    _presence_task: "asyncio.Task[None] | None" = None
 
     async def connect(self) -> None:
         self.joined = []
@@ -130,11 +143,29 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             await self._refuse(*problem)
             return
         self.ctx = SocketContext(user=user, device_id=device_id, token_id=identity.token_id)
+        await _presence(presence.socket_open, user.pk, self.channel_name)
+        self._presence_task = asyncio.create_task(self._keep_present(user.pk))
         await self._send_event(
             {"type": "hello", "user_id": str(user.pk), "device_id": str(device_id)}
         )
 
+    async def _keep_present(self, user_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(settings.PRESENCE_TTL_SECONDS / 3)
+            await _presence(presence.socket_open, user_id, self.channel_name)
+
+    async def _leave_presence(self) -> None:
+        task, self._presence_task = self._presence_task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self.ctx is not None:
+            await _presence(presence.socket_closed, self.ctx.user.pk, self.channel_name)
+
     async def disconnect(self, code: int) -> None:
+        await self._leave_presence()
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = []
@@ -246,5 +277,6 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         await self._send_event(
             {"type": "closing", "code": code, "reason": reason, "message": message}
         )
+        await self._leave_presence()
         self.ctx = None
         await self.close(code=code)

@@ -1,0 +1,648 @@
+"""Every write of the notifications app (docs/notifications.md).
+
+The flow: a service elsewhere (a message sent, a call missed, a follow) calls one of
+the ``*_on_commit`` functions here; after its transaction commits, a Celery task
+records the in-app notification (``notify_*``), updates the badge live, and
+schedules the deliveries: a push at once, an email after a window in which more of
+the same conversation joins it. Each delivery re-checks at send time that the user
+is still away, has not read it, and still wants it; its ``Delivery`` row (one per
+idempotency key) makes a retried or redelivered task send nothing twice.
+"""
+
+import base64
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from accounts.models import Block, Device, Mute, User
+from common.errors import ApplicationError, NotFound
+from notifications import channels, selectors
+from notifications.models import (
+    CONVERSATION_KINDS,
+    Channel,
+    Delivery,
+    Kind,
+    Notification,
+    Preference,
+    PushSubscription,
+)
+from realtime import presence
+from realtime.publish import publish_on_commit
+
+logger = logging.getLogger(__name__)
+
+# How long a retried delivery waits: 30 s, 1 min, 2 min, ... up to 1 hour.
+RETRY_BACKOFF_SECONDS = 30
+RETRY_BACKOFF_MAX_SECONDS = 3600
+MAX_ATTEMPTS = 8
+
+
+# --- Triggers: called by other apps' services, inside their transactions --------------------
+
+
+def _enqueue_on_commit(task_name: str, *args: str) -> None:
+    """Run a task of ours once the caller's transaction commits. ``robust``: in the
+    embedded default the task runs right here, and its failure must not fail the
+    caller's request, whose write is already committed."""
+
+    def enqueue() -> None:
+        from notifications import tasks  # the tasks import this module
+
+        getattr(tasks, task_name).delay(*args)
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+def message_sent_on_commit(*, message_id: uuid.UUID) -> None:
+    _enqueue_on_commit("message_sent", str(message_id))
+
+
+def call_missed_on_commit(*, call_id: uuid.UUID) -> None:
+    _enqueue_on_commit("call_missed", str(call_id))
+
+
+def followed_on_commit(*, follower_id: uuid.UUID, followee_id: uuid.UUID) -> None:
+    _enqueue_on_commit("followed", str(follower_id), str(followee_id))
+
+
+# --- Recording in-app notifications ----------------------------------------------------------
+
+
+def _publish_created(notification: Notification) -> None:
+    publish_on_commit(
+        user_ids=[notification.user_id],
+        event={"type": "notification", "notification": selectors.notification_fields(notification)},
+    )
+    _publish_unread(notification.user_id)
+
+
+def _publish_unread(user_id: Any) -> None:
+    def publish() -> None:
+        from realtime.publish import publish_now
+
+        count = selectors.unread_count(user=user_id)
+        publish_now(user_ids=[user_id], event={"type": "notifications.unread", "count": count})
+
+    # Counted after commit, so the badge shows what a reload would.
+    transaction.on_commit(publish)
+
+
+def _blocked_or_muted(user_field: str, actor_id: Any) -> Q:
+    """Users (``user_field``) who block, are blocked by, or mute ``actor_id``."""
+    return (
+        Q(Exists(Block.objects.filter(blocker=OuterRef(user_field), blocked=actor_id)))
+        | Q(Exists(Block.objects.filter(blocker=actor_id, blocked=OuterRef(user_field))))
+        | Q(Exists(Mute.objects.filter(muter=OuterRef(user_field), muted=actor_id)))
+    )
+
+
+def _schedule_deliveries(notification: Notification) -> None:
+    _enqueue_on_commit("deliver_push", str(notification.pk))
+    notification_id = str(notification.pk)
+
+    def schedule_email() -> None:
+        from common.tasks import run_later
+        from notifications import tasks
+
+        run_later(tasks.deliver_email, (notification_id,), settings.NOTIFY_EMAIL_DELAY_SECONDS)
+
+    transaction.on_commit(schedule_email, robust=True)
+
+
+def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
+    """Count a new message into each recipient's open notification for its
+    conversation, or open one (and schedule its push and email). Idempotent: a
+    message at or below a notification's ``last_seq`` is not counted again.
+
+    Not told: the sender, members who left, declined the request, muted the
+    conversation, block or are blocked by the sender, mute the sender, or already
+    read past this message."""
+    from messaging.models import Membership, Message
+
+    message = (
+        Message.objects.select_related("conversation", "sender")
+        .filter(pk=message_id, deleted_at__isnull=True)
+        .first()
+    )
+    if message is None or message.sender is None:
+        return []
+    now = timezone.now()
+    recipients = (
+        Membership.objects.filter(
+            conversation_id=message.conversation_id,
+            left_at__isnull=True,
+            first_seq__lte=message.seq,
+            last_read_seq__lt=message.seq,
+            user__is_active=True,
+        )
+        .exclude(user_id=message.sender_id)
+        .exclude(state=Membership.State.DECLINED)
+        .exclude(muted_until__gt=now)
+        .exclude(_blocked_or_muted("user_id", message.sender_id))
+        .values_list("user_id", "state")
+    )
+    touched = []
+    for user_id, state in recipients:
+        kind = Kind.MESSAGE_REQUEST if state == Membership.State.REQUESTED else Kind.MESSAGE
+        notification = _count_message(user_id=user_id, kind=kind, message=message, now=now)
+        if notification is not None:
+            touched.append(notification)
+    return touched
+
+
+@transaction.atomic
+def _count_message(*, user_id: Any, kind: str, message: Any, now: datetime) -> Notification | None:
+    open_ = (
+        Notification.objects.select_for_update()
+        .filter(
+            user_id=user_id,
+            conversation_id=message.conversation_id,
+            kind__in=CONVERSATION_KINDS,
+            read_at__isnull=True,
+        )
+        .first()
+    )
+    if open_ is None:
+        try:
+            with transaction.atomic():
+                notification = Notification.objects.create(
+                    user_id=user_id, kind=kind, actor=message.sender,
+                    conversation_id=message.conversation_id, count=1, last_seq=message.seq,
+                    created_at=now, updated_at=now,
+                )  # fmt: skip
+        except IntegrityError:
+            # Another task opened it meanwhile: count into that one.
+            return _count_message(user_id=user_id, kind=kind, message=message, now=now)
+        notification.conversation = message.conversation
+        _publish_created(notification)
+        _schedule_deliveries(notification)
+        return notification
+    if message.seq <= open_.last_seq:
+        return None  # counted already (a retried task)
+    open_.count = F("count") + 1
+    open_.last_seq = message.seq
+    open_.kind = kind
+    open_.actor = message.sender
+    open_.updated_at = now
+    open_.save(update_fields=["count", "last_seq", "kind", "actor", "updated_at"])
+    open_.refresh_from_db(fields=["count"])
+    open_.conversation = message.conversation
+    _publish_created(open_)
+    return open_
+
+
+@transaction.atomic
+def notify_missed_call(*, call_id: uuid.UUID) -> Notification | None:
+    """The callee missed a call (no answer, busy, or the caller gave up while it
+    rang). Idempotent: one notification per call."""
+    from calls.models import Call
+
+    call = Call.objects.select_related("caller", "callee").filter(pk=call_id).first()
+    if call is None or call.answered_at is not None:
+        return None
+    muted = User.objects.filter(pk=call.callee_id).filter(_blocked_or_muted("pk", call.caller_id))
+    if muted.exists():
+        return None
+    notification, created = Notification.objects.get_or_create(
+        user_id=call.callee_id,
+        call=call,
+        defaults={"kind": Kind.MISSED_CALL, "actor": call.caller, "created_at": call.created_at},
+    )
+    if created:
+        _publish_created(notification)
+        _schedule_deliveries(notification)
+    return notification
+
+
+@transaction.atomic
+def notify_new_follower(*, follower_id: uuid.UUID, followee_id: uuid.UUID) -> Notification | None:
+    """Someone follows the user (still, when the task runs). Following again while the
+    first notification is unread does not make a second one."""
+    from accounts.models import Follow
+
+    follow = Follow.objects.select_related("follower").filter(
+        follower_id=follower_id, followee_id=followee_id
+    )
+    follow = follow.exclude(_blocked_or_muted("followee_id", follower_id)).first()
+    if follow is None:
+        return None
+    try:
+        with transaction.atomic():
+            notification, created = Notification.objects.get_or_create(
+                user_id=followee_id, actor_id=follower_id, kind=Kind.NEW_FOLLOWER,
+                read_at__isnull=True, defaults={"actor": follow.follower},
+            )  # fmt: skip
+    except IntegrityError:
+        return None  # another task made it meanwhile
+    if created:
+        _publish_created(notification)
+        _schedule_deliveries(notification)
+    return notification
+
+
+# --- Reading ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def notifications_mark_read(*, user: User, ids: list[uuid.UUID] | None) -> int:
+    """Mark these (or, with ``None``, all) of the user's notifications read. Returns
+    the unread count after. Ids of other users' notifications change nothing."""
+    unread = Notification.objects.filter(user=user, read_at__isnull=True)
+    if ids is not None:
+        unread = unread.filter(pk__in=ids)
+    if unread.update(read_at=timezone.now()):
+        _publish_unread(user.pk)
+    return selectors.unread_count(user=user)
+
+
+def notifications_read_for_conversation(*, user: User, conversation_id: uuid.UUID, seq: int) -> None:
+    """Reading a conversation up to ``seq`` reads its notification when nothing newer
+    is in it (called inside messaging's read_mark)."""
+    changed = Notification.objects.filter(
+        user=user,
+        conversation_id=conversation_id,
+        kind__in=CONVERSATION_KINDS,
+        read_at__isnull=True,
+        last_seq__lte=seq,
+    ).update(read_at=timezone.now())
+    if changed:
+        _publish_unread(user.pk)
+
+
+# --- Preferences -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def preferences_update(*, user: User, changes: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
+    """Set some preferences, all or nothing. ``changes`` is ``{kind: {channel: bool}}``."""
+    allowed = {kind: channels_ for kind, _label, channels_ in selectors.PREFERENCE_ROWS}
+    if not isinstance(changes, dict):
+        raise ApplicationError("invalid", "Preferences are an object of kinds.", field="preferences")
+    for kind, by_channel in changes.items():
+        if kind not in allowed:
+            raise ApplicationError(
+                "invalid_choice", f"{str(kind)[:40]!r} is not a kind of notification.",
+                field=f"preferences.{str(kind)[:40]}",
+            )  # fmt: skip
+        if not isinstance(by_channel, dict):
+            raise ApplicationError(
+                "invalid", "Each kind maps channels to true or false.", field=f"preferences.{kind}"
+            )
+        for channel, enabled in by_channel.items():
+            if channel not in allowed[kind]:
+                raise ApplicationError(
+                    "invalid_choice",
+                    f"{kind} can be chosen for {', '.join(allowed[kind])} only.",
+                    field=f"preferences.{kind}.{str(channel)[:20]}",
+                )
+            if not isinstance(enabled, bool):
+                raise ApplicationError(
+                    "invalid", "Must be true or false.", field=f"preferences.{kind}.{channel}"
+                )
+    for kind, by_channel in changes.items():
+        for channel, enabled in by_channel.items():
+            Preference.objects.update_or_create(
+                user=user, kind=kind, channel=channel, defaults={"enabled": enabled}
+            )
+    return selectors.preferences_for(user=user)
+
+
+# --- Push subscriptions ----------------------------------------------------------------------
+
+
+def _b64u_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def push_endpoint_allowed(endpoint: str) -> bool:
+    """Only the push services' own hosts, over HTTPS: the server posts to whatever
+    endpoint a browser names, which must not be a way into our own network."""
+    try:
+        parts = urlsplit(endpoint)
+        host = (parts.hostname or "").lower().rstrip(".")
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        return False
+    if parts.scheme != "https" and not (settings.WEB_PUSH_ALLOW_HTTP and parts.scheme == "http"):
+        return False
+    if parts.username or parts.password:
+        return False
+    return any(host == allowed or host.endswith("." + allowed) for allowed in settings.WEB_PUSH_HOSTS)
+
+
+def _check_push_keys(p256dh: str, auth: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        public = _b64u_decode(p256dh)
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
+        if len(public) != 65:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ApplicationError(
+            "invalid", "Not a P-256 public key (base64url, uncompressed).", field="keys.p256dh"
+        ) from None
+    try:
+        if len(_b64u_decode(auth)) != 16:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ApplicationError(
+            "invalid", "The auth secret is 16 bytes, base64url.", field="keys.auth"
+        ) from None
+
+
+@transaction.atomic
+def push_subscribe(
+    *, user: User, endpoint: str, p256dh: str, auth: str, device_id: uuid.UUID | None = None
+) -> PushSubscription:
+    """Save a browser's push subscription. The same endpoint again (a browser that
+    re-subscribes, or another account signing in on it) replaces the old row."""
+    if not settings.VAPID_PUBLIC_KEY:
+        raise ApplicationError("push_unavailable", "This server does not send push notifications.")
+    if not push_endpoint_allowed(endpoint):
+        raise ApplicationError(
+            "endpoint_not_allowed", "That is not the address of a known push service.",
+            field="endpoint",
+        )  # fmt: skip
+    _check_push_keys(p256dh, auth)
+    device = None
+    if device_id is not None:
+        device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
+        if device is None:
+            raise NotFound("device_not_found", "No such device of yours.", field="device_id")
+    subscription, _ = PushSubscription.objects.update_or_create(
+        endpoint=endpoint,
+        defaults={
+            "user": user, "device": device, "p256dh": p256dh, "auth": auth,
+            "created_at": timezone.now(), "last_success_at": None, "failing_since": None,
+        },
+    )  # fmt: skip
+    return subscription
+
+
+@transaction.atomic
+def push_unsubscribe(*, user: User, endpoint: str) -> bool:
+    deleted, _ = PushSubscription.objects.filter(user=user, endpoint=endpoint).delete()
+    return bool(deleted)
+
+
+def push_subscriptions_delete_for_device(*, device_id: uuid.UUID) -> None:
+    """An unlinked browser gets no more pushes (inside the revoking transaction)."""
+    PushSubscription.objects.filter(device_id=device_id).delete()
+
+
+# --- Deliveries ------------------------------------------------------------------------------
+
+
+class DeliveryRetry(Exception):  # noqa: N818  (a signal to the task, not an error)
+    """A delivery failed for a reason that may pass (mail server down, push service
+    busy): the task retries it later."""
+
+
+def retry_countdown(retries: int) -> int:
+    return int(min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**retries))
+
+
+def _claim(*, key: str, user_id: Any, channel: str, notification: Notification | None,
+           subscription: PushSubscription | None = None) -> Delivery | None:  # fmt: skip
+    """The delivery row for ``key``, counted as one more attempt; None when it is
+    already finished (sent, skipped, failed or gone): then nothing is sent again."""
+    with transaction.atomic():
+        delivery, _ = Delivery.objects.select_for_update().get_or_create(
+            key=key,
+            defaults={
+                "user_id": user_id, "channel": channel, "notification": notification,
+                "subscription": subscription,
+            },
+        )  # fmt: skip
+        if delivery.state != Delivery.State.SENDING:
+            return None
+        delivery.attempts += 1
+        delivery.save(update_fields=["attempts"])
+    return delivery
+
+
+def _finish(delivery: Delivery, state: str, detail: str = "") -> None:
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state=state, detail=detail, finished_at=timezone.now()
+    )
+
+
+def _skip(*, key: str, user_id: Any, channel: str, notification: Notification | None,
+          detail: str) -> str:  # fmt: skip
+    delivery = _claim(key=key, user_id=user_id, channel=channel, notification=notification)
+    if delivery is not None:
+        _finish(delivery, Delivery.State.SKIPPED, detail)
+    return detail
+
+
+def _skip_reason(notification: Notification, channel: str) -> str:
+    """Why this notification is not to be told on ``channel`` now, or ""."""
+    user = notification.user
+    if notification.is_read:
+        return "read"
+    if not user.is_active or user.is_suspended:
+        return "inactive"
+    if not selectors.wants(user=user, kind=notification.kind, channel=channel):
+        return "preference_off"
+    if presence.is_online(user.pk):
+        return "online"
+    return ""
+
+
+def deliver_email(*, notification_id: uuid.UUID, final_attempt: bool = False) -> str:
+    """Email one notification to an away user, once. Returns what happened.
+    Raises ``DeliveryRetry`` when the mail server fails (the task retries)."""
+    notification = (
+        Notification.objects.select_related("user", "actor", "conversation")
+        .filter(pk=notification_id)
+        .first()
+    )
+    if notification is None:
+        return "deleted"
+    key = f"email:{notification.pk}"
+    common = {"key": key, "user_id": notification.user_id, "channel": Channel.EMAIL,
+              "notification": notification}  # fmt: skip
+    reason = _skip_reason(notification, Channel.EMAIL) or (
+        "" if notification.user.email else "no_email"
+    )
+    if reason:
+        return _skip(**common, detail=reason)
+    delivery = _claim(**common)
+    if delivery is None:
+        return "done_before"
+    try:
+        channels.send_notification_email(notification, message_id=f"<{delivery.pk}@parley>")
+    except channels.TransientFailure as exc:
+        if final_attempt or delivery.attempts >= MAX_ATTEMPTS:
+            _finish(delivery, Delivery.State.FAILED, exc.detail)
+            return "failed"
+        raise DeliveryRetry(exc.detail) from exc
+    _finish(delivery, Delivery.State.SENT)
+    Notification.objects.filter(pk=notification.pk).update(
+        emailed_at=timezone.now(), emailed_count=notification.count
+    )
+    return "sent"
+
+
+def deliver_push(*, notification_id: uuid.UUID, final_attempt: bool = False) -> dict[str, str]:
+    """Push one notification to each of an away user's browsers, once each. Returns
+    ``{subscription id: what happened}``. Raises ``DeliveryRetry`` when a push
+    service failed for a reason that may pass; the retry sends only to the rest."""
+    notification = (
+        Notification.objects.select_related("user", "actor", "conversation")
+        .filter(pk=notification_id)
+        .first()
+    )
+    if notification is None:
+        return {}
+    reason = _skip_reason(notification, Channel.PUSH) or (
+        "" if settings.VAPID_PRIVATE_KEY else "push_unavailable"
+    )
+    subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id))
+    outcomes: dict[str, str] = {}
+    retry: list[str] = []
+    for subscription in subscriptions:
+        key = f"push:{notification.pk}:{subscription.pk}"
+        common = {"key": key, "user_id": notification.user_id, "channel": Channel.PUSH,
+                  "notification": notification, "subscription": subscription}  # fmt: skip
+        if reason:
+            delivery = _claim(**common)
+            if delivery is not None:
+                _finish(delivery, Delivery.State.SKIPPED, reason)
+            outcomes[str(subscription.pk)] = reason
+            continue
+        delivery = _claim(**common)
+        if delivery is None:
+            outcomes[str(subscription.pk)] = "done_before"
+            continue
+        outcomes[str(subscription.pk)] = _push_one(
+            notification, subscription, delivery, final_attempt=final_attempt, retry=retry
+        )
+    if retry:
+        raise DeliveryRetry(", ".join(retry))
+    return outcomes
+
+
+def _push_one(notification: Notification, subscription: PushSubscription, delivery: Delivery,
+              *, final_attempt: bool, retry: list[str]) -> str:  # fmt: skip
+    now = timezone.now()
+    try:
+        channels.send_web_push(notification, subscription)
+    except channels.SubscriptionGone:
+        _finish(delivery, Delivery.State.GONE, "gone")
+        subscription.delete()
+        return "gone"
+    except channels.PermanentFailure as exc:
+        _finish(delivery, Delivery.State.FAILED, exc.detail)
+        PushSubscription.objects.filter(pk=subscription.pk, failing_since__isnull=True).update(
+            failing_since=now
+        )
+        return "failed"
+    except channels.TransientFailure as exc:
+        PushSubscription.objects.filter(pk=subscription.pk, failing_since__isnull=True).update(
+            failing_since=now
+        )
+        if final_attempt or delivery.attempts >= MAX_ATTEMPTS:
+            _finish(delivery, Delivery.State.FAILED, exc.detail)
+            return "failed"
+        retry.append(exc.detail)
+        return "retry"
+    _finish(delivery, Delivery.State.SENT)
+    PushSubscription.objects.filter(pk=subscription.pk).update(
+        last_success_at=now, failing_since=None
+    )
+    return "sent"
+
+
+def deliveries_give_up(*, notification_id: uuid.UUID, channel: str, detail: str) -> int:
+    """After the last retry: what is still being sent has failed."""
+    return Delivery.objects.filter(
+        notification_id=notification_id, channel=channel, state=Delivery.State.SENDING
+    ).update(state=Delivery.State.FAILED, detail=detail[:40], finished_at=timezone.now())
+
+
+# --- Digest and pruning (beat) ---------------------------------------------------------------
+
+
+def digest_candidates(*, now: datetime) -> Iterable[uuid.UUID]:
+    """Users with something unread for DIGEST_AFTER_SECONDS that no email told yet."""
+    before = now - timedelta(seconds=settings.DIGEST_AFTER_SECONDS)
+    return (
+        Notification.objects.filter(read_at__isnull=True, updated_at__lte=before)
+        .filter(Q(emailed_at__isnull=True) | Q(emailed_count__lt=F("count")))
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
+def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
+    """One email a day, at most, listing what stays unread and untold."""
+    now = now or timezone.now()
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return "deleted"
+    key = f"digest:{user.pk}:{now.date().isoformat()}"
+    common = {"key": key, "user_id": user.pk, "channel": Channel.EMAIL, "notification": None}
+    before = now - timedelta(seconds=settings.DIGEST_AFTER_SECONDS)
+    untold = list(
+        selectors.notifications_for(user=user, unread_only=True)
+        .filter(updated_at__lte=before)
+        .filter(Q(emailed_at__isnull=True) | Q(emailed_count__lt=F("count")))[:20]
+    )
+    if not untold:
+        return "nothing"
+    if Delivery.objects.filter(key=key).exclude(state=Delivery.State.SENDING).exists():
+        return "done_before"
+    if not user.is_active or user.is_suspended:
+        return _skip(**common, detail="inactive")
+    if not user.email:
+        return _skip(**common, detail="no_email")
+    if not selectors.wants(user=user, kind=Preference.PreferenceKind.DIGEST, channel=Channel.EMAIL):
+        return _skip(**common, detail="preference_off")
+    if presence.is_online(user.pk):
+        return "online"  # not recorded: tomorrow's run may still send one
+    delivery = _claim(**common)
+    if delivery is None:
+        return "done_before"
+    try:
+        channels.send_digest_email(user, untold, message_id=f"<{delivery.pk}@parley>")
+    except channels.TransientFailure as exc:
+        _finish(delivery, Delivery.State.FAILED, exc.detail)  # tomorrow's digest tries again
+        return "failed"
+    _finish(delivery, Delivery.State.SENT)
+    for notification in untold:
+        Notification.objects.filter(pk=notification.pk).update(
+            emailed_at=now, emailed_count=notification.count
+        )
+    return "sent"
+
+
+@transaction.atomic
+def notifications_prune(*, now: datetime | None = None) -> dict[str, int]:
+    """Forget old notifications, their deliveries, and push subscriptions that
+    have failed for PUSH_SUBSCRIPTION_FAILING_DAYS."""
+    now = now or timezone.now()
+    read_before = now - timedelta(days=settings.NOTIFICATIONS_KEEP_READ_DAYS)
+    any_before = now - timedelta(days=settings.NOTIFICATIONS_KEEP_DAYS)
+    notifications, _ = Notification.objects.filter(
+        Q(read_at__lte=read_before) | Q(updated_at__lte=any_before)
+    ).delete()
+    deliveries, _ = Delivery.objects.filter(
+        notification__isnull=True, created_at__lte=any_before
+    ).delete()
+    failing_before = now - timedelta(days=settings.PUSH_SUBSCRIPTION_FAILING_DAYS)
+    subscriptions, _ = PushSubscription.objects.filter(failing_since__lte=failing_before).delete()
+    return {
+        "notifications": notifications,
+        "deliveries": deliveries,
+        "push_subscriptions": subscriptions,
+    }
