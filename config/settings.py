@@ -433,6 +433,8 @@ VAPID_PUBLIC_KEY = _vapid_public_key(VAPID_PRIVATE_KEY) if VAPID_PRIVATE_KEY els
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="memorymail://" if TESTING else "consolemail://")
 globals().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Parley <no-reply@localhost>")
+# A mail server that stops answering must not hold a worker forever.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 
 # --- Security headers -----------------------------------------------------------------------
 

@@ -195,6 +195,38 @@ class ConversationActionApi(BaseApi):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class MuteApi(BaseApi):
+    """POST mutes the conversation's notifications (for ``seconds``, or until unmuted
+    with null); DELETE unmutes. Messages still arrive either way."""
+
+    class MuteInputSerializer(serializers.Serializer):
+        seconds = serializers.IntegerField(
+            allow_null=True, help_text="3600, 28800 or 604800; null: until unmuted."
+        )
+
+    class MutedSerializer(serializers.Serializer):
+        muted_until = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(request=MuteInputSerializer, responses={200: MutedSerializer},
+                   tags=["conversations"])  # fmt: skip
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        data = self.MuteInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = current_user(request)
+        membership = selectors.membership_get(user=user, conversation_id=conversation_id)
+        membership = services.conversation_mute(
+            user=user, conversation=membership.conversation, seconds=data.validated_data["seconds"]
+        )
+        return Response(self.MutedSerializer(membership).data)
+
+    @extend_schema(request=None, responses={200: MutedSerializer}, tags=["conversations"])
+    def delete(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        user = current_user(request)
+        membership = selectors.membership_get(user=user, conversation_id=conversation_id)
+        membership = services.conversation_unmute(user=user, conversation=membership.conversation)
+        return Response(self.MutedSerializer(membership).data)
+
+
 class MessageListApi(BaseApi):
     throttle_scope = "messaging"
 

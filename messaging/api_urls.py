@@ -34,6 +34,7 @@ urlpatterns = [
         name="message",
     ),
     path("conversations/<uuid:conversation_id>/read", api.ReadApi.as_view(), name="read"),
+    path("conversations/<uuid:conversation_id>/mute", api.MuteApi.as_view(), name="mute"),
     path(
         "conversations/<uuid:conversation_id>/receipts",
         api.ReceiptsApi.as_view(),

@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-
 # "Until I unmute": a date no one reaches.
 MUTED_FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 

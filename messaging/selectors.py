@@ -36,7 +36,7 @@ def conversation_get_for_member(*, user: User, conversation_id: uuid.UUID) -> Co
             pk=conversation_id, memberships__user=user, memberships__left_at__isnull=True
         )
         # The same join as the filter: the caller's own membership.
-        .annotate(my_state=F("memberships__state"))
+        .annotate(my_state=F("memberships__state"), my_muted_until=F("memberships__muted_until"))
         .prefetch_related(_members_prefetch())
         .first()
     )
@@ -110,6 +110,7 @@ def inbox(*, user: User, requests: bool = False) -> QuerySet[Conversation]:
             my_first_seq=Subquery(mine.values("first_seq")[:1]),
             my_last_read_seq=Subquery(mine.values("last_read_seq")[:1]),
             my_state=Subquery(mine.values("state")[:1]),
+            my_muted_until=Subquery(mine.values("muted_until")[:1]),
             my_role=Subquery(mine.values("role")[:1]),
             last_message_id=Subquery(last.values("id")[:1]),
             last_message_seq=Subquery(last.values("seq")[:1]),

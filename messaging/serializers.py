@@ -104,6 +104,10 @@ class ConversationSerializer(serializers.Serializer):
     my_state = serializers.CharField(
         help_text="accepted, requested (a message request) or declined."
     )
+    muted_until = serializers.DateTimeField(
+        source="my_muted_until", allow_null=True, read_only=True,
+        help_text="No notifications from it until then (year 9999: until unmuted).",
+    )  # fmt: skip
 
     def get_members(self, conversation: Conversation) -> list[dict[str, Any]]:
         memberships: list[Membership] = getattr(conversation, "active_memberships", [])

@@ -22,7 +22,7 @@ from notifications.selectors import Description, describe
 PUSH_TTL_SECONDS = 24 * 3600
 
 
-class TransientFailure(Exception):  # noqa: N818
+class TransientFailure(Exception):
     """May pass: try again later."""
 
     def __init__(self, detail: str) -> None:
@@ -34,7 +34,7 @@ class PermanentFailure(TransientFailure):
     """Will not pass by trying again (a refused request)."""
 
 
-class SubscriptionGone(Exception):  # noqa: N818
+class SubscriptionGone(Exception):
     """The push service no longer knows the subscription (404, 410)."""
 
 
@@ -49,13 +49,18 @@ def send_notification_email(notification: Notification, *, message_id: str) -> N
         to=notification.user.email,
         subject=f"{description.title} on Parley",
         template="notifications/email/notification.txt",
-        context={"user": notification.user, "description": description,
-                 "link": _absolute(description.url)},  # fmt: skip
+        context={
+            "user": notification.user,
+            "description": description,
+            "link": _absolute(description.url),
+        },
         message_id=message_id,
     )
 
 
-def send_digest_email(user: User, notifications: Sequence[Notification], *, message_id: str) -> None:
+def send_digest_email(
+    user: User, notifications: Sequence[Notification], *, message_id: str
+) -> None:
     descriptions: list[Description] = [describe(notification) for notification in notifications]
     _send_email(
         to=user.email,

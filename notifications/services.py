@@ -13,6 +13,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,6 +135,7 @@ def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
     )
     if message is None or message.sender is None:
         return []
+    sender = message.sender
     now = timezone.now()
     recipients = (
         Membership.objects.filter(
@@ -143,10 +145,10 @@ def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
             last_read_seq__lt=message.seq,
             user__is_active=True,
         )
-        .exclude(user_id=message.sender_id)
+        .exclude(user_id=sender.pk)
         .exclude(state=Membership.State.DECLINED)
         .exclude(muted_until__gt=now)
-        .exclude(_blocked_or_muted("user_id", message.sender_id))
+        .exclude(_blocked_or_muted("user_id", sender.pk))
         .values_list("user_id", "state")
     )
     touched = []
@@ -228,10 +230,12 @@ def notify_new_follower(*, follower_id: uuid.UUID, followee_id: uuid.UUID) -> No
     first notification is unread does not make a second one."""
     from accounts.models import Follow
 
-    follow = Follow.objects.select_related("follower").filter(
-        follower_id=follower_id, followee_id=followee_id
+    follow = (
+        Follow.objects.select_related("follower")
+        .filter(follower_id=follower_id, followee_id=followee_id)
+        .exclude(_blocked_or_muted("followee_id", follower_id))
+        .first()
     )
-    follow = follow.exclude(_blocked_or_muted("followee_id", follower_id)).first()
     if follow is None:
         return None
     try:
@@ -263,7 +267,9 @@ def notifications_mark_read(*, user: User, ids: list[uuid.UUID] | None) -> int:
     return selectors.unread_count(user=user)
 
 
-def notifications_read_for_conversation(*, user: User, conversation_id: uuid.UUID, seq: int) -> None:
+def notifications_read_for_conversation(
+    *, user: User, conversation_id: uuid.UUID, seq: int
+) -> None:
     """Reading a conversation up to ``seq`` reads its notification when nothing newer
     is in it (called inside messaging's read_mark)."""
     changed = Notification.objects.filter(
@@ -281,11 +287,15 @@ def notifications_read_for_conversation(*, user: User, conversation_id: uuid.UUI
 
 
 @transaction.atomic
-def preferences_update(*, user: User, changes: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
+def preferences_update(
+    *, user: User, changes: dict[str, dict[str, bool]]
+) -> dict[str, dict[str, bool]]:
     """Set some preferences, all or nothing. ``changes`` is ``{kind: {channel: bool}}``."""
     allowed = {kind: channels_ for kind, _label, channels_ in selectors.PREFERENCE_ROWS}
     if not isinstance(changes, dict):
-        raise ApplicationError("invalid", "Preferences are an object of kinds.", field="preferences")
+        raise ApplicationError(
+            "invalid", "Preferences are an object of kinds.", field="preferences"
+        )
     for kind, by_channel in changes.items():
         if kind not in allowed:
             raise ApplicationError(
@@ -335,7 +345,9 @@ def push_endpoint_allowed(endpoint: str) -> bool:
         return False
     if parts.username or parts.password:
         return False
-    return any(host == allowed or host.endswith("." + allowed) for allowed in settings.WEB_PUSH_HOSTS)
+    return any(
+        host == allowed or host.endswith("." + allowed) for allowed in settings.WEB_PUSH_HOSTS
+    )
 
 
 def _check_push_keys(p256dh: str, auth: str) -> None:
@@ -402,7 +414,7 @@ def push_subscriptions_delete_for_device(*, device_id: uuid.UUID) -> None:
 # --- Deliveries ------------------------------------------------------------------------------
 
 
-class DeliveryRetry(Exception):  # noqa: N818  (a signal to the task, not an error)
+class DeliveryRetry(Exception):
     """A delivery failed for a reason that may pass (mail server down, push service
     busy): the task retries it later."""
 
@@ -411,16 +423,26 @@ def retry_countdown(retries: int) -> int:
     return int(min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_SECONDS * 2**retries))
 
 
-def _claim(*, key: str, user_id: Any, channel: str, notification: Notification | None,
-           subscription: PushSubscription | None = None) -> Delivery | None:  # fmt: skip
-    """The delivery row for ``key``, counted as one more attempt; None when it is
-    already finished (sent, skipped, failed or gone): then nothing is sent again."""
+@dataclass(frozen=True)
+class Target:
+    """What one delivery is: its idempotency key and whom, how and what it tells."""
+
+    key: str
+    user_id: Any
+    channel: str
+    notification: Notification | None
+    subscription: PushSubscription | None = None
+
+
+def _claim(target: Target) -> Delivery | None:
+    """The delivery row for the target's key, counted as one more attempt; None when it
+    is already finished (sent, skipped, failed or gone): then nothing is sent again."""
     with transaction.atomic():
         delivery, _ = Delivery.objects.select_for_update().get_or_create(
-            key=key,
+            key=target.key,
             defaults={
-                "user_id": user_id, "channel": channel, "notification": notification,
-                "subscription": subscription,
+                "user_id": target.user_id, "channel": target.channel,
+                "notification": target.notification, "subscription": target.subscription,
             },
         )  # fmt: skip
         if delivery.state != Delivery.State.SENDING:
@@ -436,9 +458,8 @@ def _finish(delivery: Delivery, state: str, detail: str = "") -> None:
     )
 
 
-def _skip(*, key: str, user_id: Any, channel: str, notification: Notification | None,
-          detail: str) -> str:  # fmt: skip
-    delivery = _claim(key=key, user_id=user_id, channel=channel, notification=notification)
+def _skip(target: Target, detail: str) -> str:
+    delivery = _claim(target)
     if delivery is not None:
         _finish(delivery, Delivery.State.SKIPPED, detail)
     return detail
@@ -469,14 +490,13 @@ def deliver_email(*, notification_id: uuid.UUID, final_attempt: bool = False) ->
     if notification is None:
         return "deleted"
     key = f"email:{notification.pk}"
-    common = {"key": key, "user_id": notification.user_id, "channel": Channel.EMAIL,
-              "notification": notification}  # fmt: skip
+    target = Target(key, notification.user_id, Channel.EMAIL, notification)
     reason = _skip_reason(notification, Channel.EMAIL) or (
         "" if notification.user.email else "no_email"
     )
     if reason:
-        return _skip(**common, detail=reason)
-    delivery = _claim(**common)
+        return _skip(target, reason)
+    delivery = _claim(target)
     if delivery is None:
         return "done_before"
     try:
@@ -512,15 +532,14 @@ def deliver_push(*, notification_id: uuid.UUID, final_attempt: bool = False) -> 
     retry: list[str] = []
     for subscription in subscriptions:
         key = f"push:{notification.pk}:{subscription.pk}"
-        common = {"key": key, "user_id": notification.user_id, "channel": Channel.PUSH,
-                  "notification": notification, "subscription": subscription}  # fmt: skip
+        target = Target(key, notification.user_id, Channel.PUSH, notification, subscription)
         if reason:
-            delivery = _claim(**common)
+            delivery = _claim(target)
             if delivery is not None:
                 _finish(delivery, Delivery.State.SKIPPED, reason)
             outcomes[str(subscription.pk)] = reason
             continue
-        delivery = _claim(**common)
+        delivery = _claim(target)
         if delivery is None:
             outcomes[str(subscription.pk)] = "done_before"
             continue
@@ -591,7 +610,7 @@ def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
     if user is None:
         return "deleted"
     key = f"digest:{user.pk}:{now.date().isoformat()}"
-    common = {"key": key, "user_id": user.pk, "channel": Channel.EMAIL, "notification": None}
+    target = Target(key, user.pk, Channel.EMAIL, None)
     before = now - timedelta(seconds=settings.DIGEST_AFTER_SECONDS)
     untold = list(
         selectors.notifications_for(user=user, unread_only=True)
@@ -603,14 +622,14 @@ def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
     if Delivery.objects.filter(key=key).exclude(state=Delivery.State.SENDING).exists():
         return "done_before"
     if not user.is_active or user.is_suspended:
-        return _skip(**common, detail="inactive")
+        return _skip(target, "inactive")
     if not user.email:
-        return _skip(**common, detail="no_email")
+        return _skip(target, "no_email")
     if not selectors.wants(user=user, kind=Preference.PreferenceKind.DIGEST, channel=Channel.EMAIL):
-        return _skip(**common, detail="preference_off")
+        return _skip(target, "preference_off")
     if presence.is_online(user.pk):
         return "online"  # not recorded: tomorrow's run may still send one
-    delivery = _claim(**common)
+    delivery = _claim(target)
     if delivery is None:
         return "done_before"
     try:

@@ -6,26 +6,36 @@ retry with exponential backoff on failures that may pass.
 """
 
 import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from celery import Task, shared_task
 from django.utils import timezone
 
 from notifications import services
 
-TASK_OPTIONS = {"acks_late": True, "ignore_result": True, "reject_on_worker_lost": True}
 
-
-@shared_task(name="notifications.message_sent", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.message_sent",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def message_sent(message_id: str) -> int:
     return len(services.notify_message(message_id=uuid.UUID(message_id)))
 
 
-@shared_task(name="notifications.call_missed", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.call_missed", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def call_missed(call_id: str) -> bool:
     return services.notify_missed_call(call_id=uuid.UUID(call_id)) is not None
 
 
-@shared_task(name="notifications.followed", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.followed", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def followed(follower_id: str, followee_id: str) -> bool:
     notification = services.notify_new_follower(
         follower_id=uuid.UUID(follower_id), followee_id=uuid.UUID(followee_id)
@@ -33,10 +43,12 @@ def followed(follower_id: str, followee_id: str) -> bool:
     return notification is not None
 
 
-def _deliver(task: Task, deliver: object, channel: str, notification_id: str) -> object:
+def _deliver(
+    task: Task[Any, Any], deliver: Callable[..., object], channel: str, notification_id: str
+) -> object:
     final = task.request.retries >= services.MAX_ATTEMPTS - 1
     try:
-        return deliver(notification_id=uuid.UUID(notification_id), final_attempt=final)  # type: ignore[operator]
+        return deliver(notification_id=uuid.UUID(notification_id), final_attempt=final)
     except services.DeliveryRetry as exc:
         if task.request.is_eager:
             # In-process (the embedded default) there is no broker to wait in: give up
@@ -48,17 +60,36 @@ def _deliver(task: Task, deliver: object, channel: str, notification_id: str) ->
         raise task.retry(exc=exc, countdown=services.retry_countdown(task.request.retries)) from exc
 
 
-@shared_task(name="notifications.deliver_email", bind=True, max_retries=None, **TASK_OPTIONS)
-def deliver_email(self: Task, notification_id: str) -> object:
+@shared_task(
+    name="notifications.deliver_email",
+    bind=True,
+    max_retries=None,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def deliver_email(self: Task[Any, Any], notification_id: str) -> object:
     return _deliver(self, services.deliver_email, "email", notification_id)
 
 
-@shared_task(name="notifications.deliver_push", bind=True, max_retries=None, **TASK_OPTIONS)
-def deliver_push(self: Task, notification_id: str) -> object:
+@shared_task(
+    name="notifications.deliver_push",
+    bind=True,
+    max_retries=None,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def deliver_push(self: Task[Any, Any], notification_id: str) -> object:
     return _deliver(self, services.deliver_push, "push", notification_id)
 
 
-@shared_task(name="notifications.send_digests", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.send_digests",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def send_digests() -> int:
     """Periodic (beat): one digest task per user with something unread and untold."""
     now = timezone.now()
@@ -68,14 +99,16 @@ def send_digests() -> int:
     return len(users)
 
 
-@shared_task(name="notifications.send_digest", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.send_digest", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def send_digest(user_id: str, now: str) -> str:
-    from datetime import datetime
-
     return services.send_digest(user_id=uuid.UUID(user_id), now=datetime.fromisoformat(now))
 
 
-@shared_task(name="notifications.prune", **TASK_OPTIONS)
+@shared_task(
+    name="notifications.prune", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def prune() -> dict[str, int]:
     """Periodic (beat): old notifications and deliveries, dead push subscriptions."""
     return services.notifications_prune()
