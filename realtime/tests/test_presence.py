@@ -17,7 +17,6 @@ from messaging.tests.support import connect, person
 from realtime import presence
 from realtime.presence import LocalPresence, RedisPresence
 
-
 # Redis is only there on the real parts (make test-services).
 STORES = ["local", "redis"] if SERVICES_MODE else ["local"]
 
