@@ -1,8 +1,8 @@
 """The notifications part of the mobile API (/api/v1/notifications): the centre, the
 unread count, preferences and Web Push subscriptions (docs/notifications.md)."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
 from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -59,7 +59,9 @@ class UnreadCountApi(BaseApi):
 class MarkReadApi(BaseApi):
     throttle_scope = "notifications"
 
-    @extend_schema(request=MarkReadSerializer, responses={200: UnreadSerializer}, tags=["notifications"])
+    @extend_schema(
+        request=MarkReadSerializer, responses={200: UnreadSerializer}, tags=["notifications"]
+    )
     def post(self, request: Request) -> Response:
         body = MarkReadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -76,7 +78,9 @@ class PreferencesApi(BaseApi):
         return Response({"preferences": selectors.preferences_for(user=current_user(request))})
 
     @extend_schema(
-        request=PreferencesSerializer, responses={200: PreferencesSerializer}, tags=["notifications"]
+        request=PreferencesSerializer,
+        responses={200: PreferencesSerializer},
+        tags=["notifications"],
     )
     def put(self, request: Request) -> Response:
         body = PreferencesSerializer(data=request.data)
@@ -117,5 +121,7 @@ class PushSubscriptionsApi(BaseApi):
     def delete(self, request: Request) -> Response:
         body = PushUnsubscribeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.push_unsubscribe(user=current_user(request), endpoint=body.validated_data["endpoint"])
+        services.push_unsubscribe(
+            user=current_user(request), endpoint=body.validated_data["endpoint"]
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -62,9 +62,7 @@ def wants(*, user: User, kind: str, channel: str) -> bool:
 
 
 def notifications_for(*, user: User, unread_only: bool = False) -> QuerySet[Notification]:
-    notifications = Notification.objects.filter(user=user).select_related(
-        "actor", "conversation"
-    )
+    notifications = Notification.objects.filter(user=user).select_related("actor", "conversation")
     if unread_only:
         notifications = notifications.filter(read_at__isnull=True)
     return notifications.order_by("-updated_at", "-created_at")
@@ -100,7 +98,9 @@ def describe(notification: Notification) -> Description:
     if kind in (Kind.MESSAGE, Kind.MESSAGE_REQUEST):
         url = reverse("messaging:conversation", args=[notification.conversation_id])
         conversation = notification.conversation
-        group = conversation.name if conversation is not None and conversation.kind == "group" else ""
+        group = (
+            conversation.name if conversation is not None and conversation.kind == "group" else ""
+        )
         many = f"{count} new messages" if count > 1 else "A new message"
         if kind == Kind.MESSAGE_REQUEST:
             title = f"Message request from {who}"
@@ -140,7 +140,9 @@ def notification_fields(notification: Notification) -> dict[str, Any]:
             if actor is not None
             else None
         ),
-        "conversation_id": str(notification.conversation_id) if notification.conversation_id else None,
+        "conversation_id": str(notification.conversation_id)
+        if notification.conversation_id
+        else None,
         "call_id": str(notification.call_id) if notification.call_id else None,
         "created_at": notification.created_at.isoformat(),
         "updated_at": notification.updated_at.isoformat(),
