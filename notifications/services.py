@@ -10,6 +10,7 @@ idempotency key) makes a retried or redelivered task send nothing twice.
 """
 
 import base64
+import hmac
 import logging
 import uuid
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Block, Device, Mute, User
-from common.errors import ApplicationError, NotFound
+from common.errors import ApplicationError, Conflict, NotFound
 from notifications import channels, selectors
 from notifications.models import (
     CONVERSATION_KINDS,
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 RETRY_BACKOFF_SECONDS = 30
 RETRY_BACKOFF_MAX_SECONDS = 3600
 MAX_ATTEMPTS = 8
+# Each push subscription costs a request per notification: a bound on the fan-out.
+MAX_PUSH_SUBSCRIPTIONS = 20
 
 
 # --- Triggers: called by other apps' services, inside their transactions --------------------
@@ -390,6 +393,20 @@ def push_subscribe(
         device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
         if device is None:
             raise NotFound("device_not_found", "No such device of yours.", field="device_id")
+    taken = PushSubscription.objects.select_for_update().filter(endpoint=endpoint).first()
+    if taken is not None and taken.user_id != user.pk and not hmac.compare_digest(taken.auth, auth):
+        # Moving a browser's subscription to another account takes its auth secret, which
+        # only that browser and we know: an endpoint alone does not let anyone take it.
+        raise Conflict("endpoint_taken", "That push subscription belongs to another browser.",
+                       field="endpoint")  # fmt: skip
+    if taken is None and (
+        PushSubscription.objects.filter(user=user).count() >= MAX_PUSH_SUBSCRIPTIONS
+    ):
+        raise ApplicationError(
+            "too_many_subscriptions",
+            f"At most {MAX_PUSH_SUBSCRIPTIONS} browsers can get pushes; turn one off first.",
+            field="endpoint",
+        )
     subscription, _ = PushSubscription.objects.update_or_create(
         endpoint=endpoint,
         defaults={

@@ -364,10 +364,31 @@ def test_bad_push_keys_are_refused_and_a_good_subscription_replaces_its_endpoint
         user=bob.user, endpoint=endpoint, p256dh=P256DH, auth=AUTH,
         device_id=bob.phones[0].device.pk,
     )  # fmt: skip
-    # Carol signs in on the same browser: the endpoint is hers now, not bob's.
+    # Someone who knows only the endpoint cannot take the subscription over...
+    with pytest.raises(services.Conflict) as refused:
+        services.push_subscribe(
+            user=carol.user, endpoint=endpoint, p256dh=P256DH, auth="AAAAAAAAAAAAAAAAAAAAAA"
+        )
+    assert refused.value.code == "endpoint_taken"
+    assert PushSubscription.objects.get().user == bob.user
+    # ...but carol signing in on the same browser (its own auth secret) can.
     services.push_subscribe(user=carol.user, endpoint=endpoint, p256dh=P256DH, auth=AUTH)
     (subscription,) = PushSubscription.objects.all()
     assert subscription.user == carol.user and subscription.device is None
+
+
+def test_push_subscriptions_per_user_are_bounded() -> None:
+    bob = person("bob")
+    for index in range(services.MAX_PUSH_SUBSCRIPTIONS):
+        services.push_subscribe(user=bob.user, endpoint=f"https://fcm.googleapis.com/{index}",
+                                p256dh=P256DH, auth=AUTH)  # fmt: skip
+    with pytest.raises(services.ApplicationError) as refused:
+        services.push_subscribe(user=bob.user, endpoint="https://fcm.googleapis.com/one-more",
+                                p256dh=P256DH, auth=AUTH)  # fmt: skip
+    assert refused.value.code == "too_many_subscriptions"
+    # The same browser subscribing again is not one more.
+    services.push_subscribe(user=bob.user, endpoint="https://fcm.googleapis.com/0",
+                            p256dh=P256DH, auth=AUTH)  # fmt: skip
 
 
 def test_unlinking_a_browser_removes_its_push_subscription() -> None:
