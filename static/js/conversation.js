@@ -18,6 +18,8 @@ const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/we
 const INLINE_IMAGE_MAX = 10 * 1024 * 1024;
 // setTimeout fires at once past 2^31 - 1 ms (24.8 days): longer waits go in steps.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+// A mute "until I unmute" is a date no one reaches: the server's year 9999.
+const MUTED_FOREVER_YEAR = 9999;
 
 const root = byId("conversation");
 const conversationId = root.dataset.conversationId;
@@ -41,6 +43,7 @@ let lastTypingSent = 0;
 let readUpTo = 0;
 let peer = null; // the other member of a direct conversation
 let callsTimer = null;
+let muteTimer = null;
 
 function handleOf(userId) {
   if (userId === client.userId) return "you";
@@ -375,10 +378,25 @@ async function loadConversation() {
   byId("members").textContent = others.length ? `With ${others.map((m) => `@${m.user.handle}`).join(", ")}` : "Only you are left here.";
   byId("conversation-title").textContent = conversationTitle(conversation, client.userId);
   byId("timer").value = conversation.disappearing_seconds ? String(conversation.disappearing_seconds) : "";
+  renderMute();
   byId("request-bar").hidden = conversation.my_state !== "requested";
   const canWrite = conversation.my_state !== "requested" && others.length > 0;
   text.disabled = !canWrite;
   sendButton.disabled = !canWrite;
+}
+
+/** The mute control: "Muted" and until when, or "Not muted"; back to that when it ends. */
+function renderMute() {
+  clearTimeout(muteTimer);
+  const select = byId("mute");
+  select.disabled = false; // disabled in the page until the conversation is loaded
+  const until = conversation.muted_until ? Date.parse(conversation.muted_until) : NaN;
+  const muted = until > Date.now();
+  const forever = muted && new Date(until).getUTCFullYear() >= MUTED_FOREVER_YEAR;
+  select.querySelector('option[value="off"]').textContent = muted ? "Unmute" : "Not muted";
+  select.value = muted ? "muted" : "off";
+  byId("muted-until").textContent = !muted ? "" : forever ? "Muted until you unmute" : `Muted until ${formatTime(until)}`;
+  if (muted && !forever) muteTimer = setTimeout(renderMute, Math.min(until - Date.now() + 1000, MAX_TIMER_MS));
 }
 
 async function loadReceipts() {
@@ -656,6 +674,19 @@ byId("timer").addEventListener("change", async (event) => {
   } catch (error) {
     statusLine.textContent = errorText(error);
   }
+});
+byId("mute").addEventListener("change", async (event) => {
+  const value = event.currentTarget.value;
+  try {
+    const answer = value === "off"
+      ? await api("DELETE", `/conversations/${conversationId}/mute`)
+      : await api("POST", `/conversations/${conversationId}/mute`, { body: { seconds: value === "forever" ? null : Number(value) } });
+    conversation = { ...conversation, muted_until: answer.muted_until };
+    statusLine.textContent = answer.muted_until ? "Notifications from this conversation are muted." : "Notifications from this conversation are on.";
+  } catch (error) {
+    statusLine.textContent = errorText(error);
+  }
+  renderMute();
 });
 for (const button of document.querySelectorAll("[data-request]")) {
   button.addEventListener("click", async () => {
