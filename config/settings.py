@@ -370,6 +370,9 @@ PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=60)
 # An email waits this long after the first message of a window, so that what follows
 # is told in the same email (and nothing at all if it was read meanwhile).
 NOTIFY_EMAIL_DELAY_SECONDS = env.int("NOTIFY_EMAIL_DELAY_SECONDS", default=300)
+# How long a delivery task holds its claim on a delivery while it sends (longer than
+# EMAIL_TIMEOUT and WEB_PUSH_TIMEOUT_SECONDS); a task of a dead worker frees it then.
+DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=120)
 # The digest tells of notifications unread for this long that no email told yet.
 DIGEST_AFTER_SECONDS = env.int("DIGEST_AFTER_SECONDS", default=12 * 3600)
 NOTIFICATIONS_KEEP_READ_DAYS = env.int("NOTIFICATIONS_KEEP_READ_DAYS", default=30)

@@ -113,7 +113,7 @@ class PushSubscriptionsApi(BaseApi):
             endpoint=data["endpoint"],
             p256dh=data["keys"]["p256dh"],
             auth=data["keys"]["auth"],
-            device_id=data.get("device_id"),
+            device_id=data["device_id"],
         )
         return Response({"id": str(subscription.pk)}, status=status.HTTP_201_CREATED)
 

@@ -55,6 +55,9 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
+    # When its push and email were last scheduled: a window that opened while the user
+    # was online is scheduled again by a later message, at most once per email delay.
+    scheduled_at = models.DateTimeField(null=True, blank=True)
     # Set when an email or digest told of it (up to ``emailed_count`` messages).
     emailed_at = models.DateTimeField(null=True, blank=True)
     emailed_count = models.PositiveIntegerField(default=0)
@@ -181,6 +184,8 @@ class Delivery(models.Model):
     key = models.CharField(max_length=120, unique=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.SENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # A lease: the task that claimed the row sends until then; another run waits.
+    claimed_until = models.DateTimeField(null=True, blank=True)
     # A short reason code (never content): why it was skipped or failed.
     detail = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

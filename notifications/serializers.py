@@ -65,7 +65,7 @@ class PushSubscribeSerializer(serializers.Serializer):
 
     endpoint = serializers.URLField(max_length=1024)
     keys = PushKeysSerializer()
-    device_id = serializers.UUIDField(required=False, allow_null=True)
+    device_id = serializers.UUIDField(help_text="This browser's device: unlinking it ends pushes.")
 
 
 class PushUnsubscribeSerializer(serializers.Serializer):

@@ -12,6 +12,7 @@ idempotency key) makes a retried or redelivered task send nothing twice.
 import base64
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from accounts.models import Block, Device, Mute, User
 from common.errors import ApplicationError, Conflict, NotFound
@@ -108,23 +112,38 @@ def _blocked_or_muted(user_field: str, actor_id: Any) -> Q:
     )
 
 
-def _schedule_deliveries(notification: Notification) -> None:
-    _enqueue_on_commit("deliver_push", str(notification.pk))
+def _schedule_deliveries(notification: Notification, *, now: datetime) -> None:
+    """Push at once and email after the window's delay, once the caller commits. Both
+    run off the request (``run_later``: the broker, or a timer of the server process in
+    the embedded default), so a slow push service never holds up a sender."""
+    notification.scheduled_at = now
+    Notification.objects.filter(pk=notification.pk).update(scheduled_at=now)
     notification_id = str(notification.pk)
 
-    def schedule_email() -> None:
+    def schedule() -> None:
         from common.tasks import run_later
         from notifications import tasks
 
+        run_later(tasks.deliver_push, (notification_id,), 0)
         run_later(tasks.deliver_email, (notification_id,), settings.NOTIFY_EMAIL_DELAY_SECONDS)
 
-    transaction.on_commit(schedule_email, robust=True)
+    transaction.on_commit(schedule, robust=True)
+
+
+def _due_again(notification: Notification, now: datetime) -> bool:
+    """A window whose deliveries were skipped (its user was online then) is told when a
+    later message comes, at most once per email delay; sent ones are never resent."""
+    last = notification.scheduled_at
+    return notification.emailed_at is None and (
+        last is None or now - last >= timedelta(seconds=settings.NOTIFY_EMAIL_DELAY_SECONDS)
+    )
 
 
 def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
     """Count a new message into each recipient's open notification for its
-    conversation, or open one (and schedule its push and email). Idempotent: a
-    message at or below a notification's ``last_seq`` is not counted again.
+    conversation, or open one (and schedule its push and email). Idempotent: the
+    count is the recipient's unread messages, and a message the recipient read or a
+    notification already counted is not counted again.
 
     Not told: the sender, members who left, declined the request, muted the
     conversation, block or are blocked by the sender, mute the sender, or already
@@ -152,55 +171,77 @@ def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
         .exclude(state=Membership.State.DECLINED)
         .exclude(muted_until__gt=now)
         .exclude(_blocked_or_muted("user_id", sender.pk))
-        .values_list("user_id", "state")
+        .values_list("pk", "state")
     )
     touched = []
-    for user_id, state in recipients:
+    for membership_id, state in recipients:
         kind = Kind.MESSAGE_REQUEST if state == Membership.State.REQUESTED else Kind.MESSAGE
-        notification = _count_message(user_id=user_id, kind=kind, message=message, now=now)
+        notification = _count_message(
+            membership_id=membership_id, kind=kind, message=message, now=now
+        )
         if notification is not None:
             touched.append(notification)
     return touched
 
 
 @transaction.atomic
-def _count_message(*, user_id: Any, kind: str, message: Any, now: datetime) -> Notification | None:
-    open_ = (
-        Notification.objects.select_for_update()
-        .filter(
-            user_id=user_id,
-            conversation_id=message.conversation_id,
-            kind__in=CONVERSATION_KINDS,
-            read_at__isnull=True,
-        )
+def _count_message(
+    *, membership_id: int, kind: str, message: Any, now: datetime
+) -> Notification | None:
+    from messaging.models import Membership, Message
+
+    # The membership first, as read_mark locks it before reading the notification: a
+    # read cannot slip between this check and the count (and the order cannot deadlock).
+    membership = (
+        Membership.objects.select_for_update(of=("self",))
+        .filter(pk=membership_id, left_at__isnull=True)
         .first()
+    )
+    if membership is None or membership.last_read_seq >= message.seq:
+        return None
+    user_id = membership.user_id
+    conversation_id = message.conversation_id
+    told = Notification.objects.filter(
+        user_id=user_id, conversation_id=conversation_id, kind__in=CONVERSATION_KINDS
+    )
+    open_ = told.select_for_update().filter(read_at__isnull=True).first()
+    if open_ is None and told.filter(last_seq__gte=message.seq).exists():
+        return None  # told already, and read since (a task run again)
+    unread = (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            seq__gt=max(membership.last_read_seq, membership.first_seq - 1),
+            deleted_at__isnull=True,
+        )
+        .exclude(sender_id=user_id)
+        .count()
     )
     if open_ is None:
         try:
             with transaction.atomic():
                 notification = Notification.objects.create(
                     user_id=user_id, kind=kind, actor=message.sender,
-                    conversation_id=message.conversation_id, count=1, last_seq=message.seq,
-                    created_at=now, updated_at=now,
+                    conversation_id=conversation_id, count=max(unread, 1),
+                    last_seq=message.seq, created_at=now, updated_at=now,
                 )  # fmt: skip
         except IntegrityError:
-            # Another task opened it meanwhile: count into that one.
-            return _count_message(user_id=user_id, kind=kind, message=message, now=now)
+            return None  # cannot happen under the membership lock; never count twice
         notification.conversation = message.conversation
         _publish_created(notification)
-        _schedule_deliveries(notification)
+        _schedule_deliveries(notification, now=now)
         return notification
-    if message.seq <= open_.last_seq:
-        return None  # counted already (a retried task)
-    open_.count = F("count") + 1
-    open_.last_seq = message.seq
-    open_.kind = kind
-    open_.actor = message.sender
+    if message.seq <= open_.last_seq and open_.count == unread:
+        return None  # counted already (a task run again)
+    if message.seq > open_.last_seq:
+        # Tasks may run out of order: the newest message names the actor.
+        open_.last_seq, open_.kind, open_.actor = message.seq, kind, message.sender
+    open_.count = max(unread, 1)
     open_.updated_at = now
     open_.save(update_fields=["count", "last_seq", "kind", "actor", "updated_at"])
-    open_.refresh_from_db(fields=["count"])
     open_.conversation = message.conversation
     _publish_created(open_)
+    if _due_again(open_, now):
+        _schedule_deliveries(open_, now=now)
     return open_
 
 
@@ -223,7 +264,7 @@ def notify_missed_call(*, call_id: uuid.UUID) -> Notification | None:
     )
     if created:
         _publish_created(notification)
-        _schedule_deliveries(notification)
+        _schedule_deliveries(notification, now=timezone.now())
     return notification
 
 
@@ -251,7 +292,7 @@ def notify_new_follower(*, follower_id: uuid.UUID, followee_id: uuid.UUID) -> No
         return None  # another task made it meanwhile
     if created:
         _publish_created(notification)
-        _schedule_deliveries(notification)
+        _schedule_deliveries(notification, now=timezone.now())
     return notification
 
 
@@ -335,6 +376,9 @@ def _b64u_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
 def push_endpoint_allowed(endpoint: str) -> bool:
     """Only the push services' own hosts, over HTTPS: the server posts to whatever
     endpoint a browser names, which must not be a way into our own network."""
@@ -346,7 +390,14 @@ def push_endpoint_allowed(endpoint: str) -> bool:
         return False
     if parts.scheme != "https" and not (settings.WEB_PUSH_ALLOW_HTTP and parts.scheme == "http"):
         return False
-    if parts.username or parts.password:
+    if parts.username or parts.password or not _HOST.fullmatch(host):
+        return False
+    # The host as requests (urllib3) will read it must be the one checked: parsers
+    # disagree on odd URLs (a backslash, say), and the odd URL is the attack.
+    try:
+        if (parse_url(endpoint).host or "").lower().rstrip(".") != host:
+            return False
+    except LocationParseError:
         return False
     return any(
         host == allowed or host.endswith("." + allowed) for allowed in settings.WEB_PUSH_HOSTS
@@ -376,10 +427,11 @@ def _check_push_keys(p256dh: str, auth: str) -> None:
 
 @transaction.atomic
 def push_subscribe(
-    *, user: User, endpoint: str, p256dh: str, auth: str, device_id: uuid.UUID | None = None
+    *, user: User, endpoint: str, p256dh: str, auth: str, device_id: uuid.UUID
 ) -> PushSubscription:
-    """Save a browser's push subscription. The same endpoint again (a browser that
-    re-subscribes, or another account signing in on it) replaces the old row."""
+    """Save a browser's push subscription, tied to the browser's device: unlinking
+    the browser (which signing out does) stops its pushes. The same endpoint again (a
+    browser that re-subscribes, or another account signing in on it) replaces the row."""
     if not settings.VAPID_PUBLIC_KEY:
         raise ApplicationError("push_unavailable", "This server does not send push notifications.")
     if not push_endpoint_allowed(endpoint):
@@ -388,11 +440,9 @@ def push_subscribe(
             field="endpoint",
         )  # fmt: skip
     _check_push_keys(p256dh, auth)
-    device = None
-    if device_id is not None:
-        device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
-        if device is None:
-            raise NotFound("device_not_found", "No such device of yours.", field="device_id")
+    device = Device.objects.filter(pk=device_id, user=user, revoked_at__isnull=True).first()
+    if device is None:
+        raise NotFound("device_not_found", "No such device of yours.", field="device_id")
     taken = PushSubscription.objects.select_for_update().filter(endpoint=endpoint).first()
     if taken is not None and taken.user_id != user.pk and not hmac.compare_digest(taken.auth, auth):
         # Moving a browser's subscription to another account takes its auth secret, which
@@ -433,7 +483,13 @@ def push_subscriptions_delete_for_device(*, device_id: uuid.UUID) -> None:
 
 class DeliveryRetry(Exception):
     """A delivery failed for a reason that may pass (mail server down, push service
-    busy): the task retries it later."""
+    busy, another run still sending): the task retries it later, after ``countdown``
+    seconds when given, else after the backoff."""
+
+    def __init__(self, detail: str, *, countdown: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail[:40]
+        self.countdown = countdown
 
 
 def retry_countdown(retries: int) -> int:
@@ -452,26 +508,47 @@ class Target:
 
 
 def _claim(target: Target) -> Delivery | None:
-    """The delivery row for the target's key, counted as one more attempt; None when it
-    is already finished (sent, skipped, failed or gone): then nothing is sent again."""
-    with transaction.atomic():
-        delivery, _ = Delivery.objects.select_for_update().get_or_create(
-            key=target.key,
-            defaults={
-                "user_id": target.user_id, "channel": target.channel,
-                "notification": target.notification, "subscription": target.subscription,
-            },
-        )  # fmt: skip
-        if delivery.state != Delivery.State.SENDING:
-            return None
-        delivery.attempts += 1
-        delivery.save(update_fields=["attempts"])
-    return delivery
+    """The delivery row for the target's key, leased to this run for
+    DELIVERY_LEASE_SECONDS and counted as one more attempt. None when it is already
+    finished (sent, skipped, failed or gone): then nothing is sent again. Raises
+    ``DeliveryRetry`` while another run holds the lease (it may be sending now; if its
+    worker died, the lease runs out and the retry takes over)."""
+    delivery, _ = Delivery.objects.get_or_create(
+        key=target.key,
+        defaults={
+            "user_id": target.user_id, "channel": target.channel,
+            "notification": target.notification, "subscription": target.subscription,
+        },
+    )  # fmt: skip
+    now = timezone.now()
+    taken = (
+        Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(
+            claimed_until=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+        )
+    )
+    state, claimed_until = Delivery.objects.values_list("state", "claimed_until").get(
+        pk=delivery.pk
+    )
+    if taken:
+        delivery.refresh_from_db(fields=["attempts", "claimed_until"])
+        return delivery
+    if state != Delivery.State.SENDING:
+        return None
+    wait = (claimed_until - now).total_seconds() if claimed_until else 1
+    raise DeliveryRetry("in_progress", countdown=max(1, int(wait) + 1))
+
+
+def _release(delivery: Delivery) -> None:
+    """Give the lease back after a failure that a retry will try again."""
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_until=None)
 
 
 def _finish(delivery: Delivery, state: str, detail: str = "") -> None:
     Delivery.objects.filter(pk=delivery.pk).update(
-        state=state, detail=detail, finished_at=timezone.now()
+        state=state, detail=detail, finished_at=timezone.now(), claimed_until=None
     )
 
 
@@ -482,8 +559,48 @@ def _skip(target: Target, detail: str) -> str:
     return detail
 
 
+def _unwanted(notification: Notification) -> str:
+    """Why the user no longer wants to hear of it, or "": what changed since it was
+    recorded (a conversation muted, left or declined; its actor blocked or muted)."""
+    from messaging.models import Membership
+
+    if notification.kind in CONVERSATION_KINDS and notification.conversation_id is not None:
+        membership = (
+            Membership.objects.filter(
+                conversation_id=notification.conversation_id,
+                user_id=notification.user_id,
+                left_at__isnull=True,
+            )
+            .values("state", "muted_until")
+            .first()
+        )
+        if membership is None:
+            return "left"
+        if membership["state"] == Membership.State.DECLINED:
+            return "declined"
+        if membership["muted_until"] is not None and membership["muted_until"] > timezone.now():
+            return "muted"
+    if notification.actor_id is not None and (
+        User.objects.filter(pk=notification.user_id)
+        .filter(_blocked_or_muted("pk", notification.actor_id))
+        .exists()
+    ):
+        return "blocked_or_muted"
+    return ""
+
+
+def _is_online(user_id: Any) -> bool:
+    try:
+        return presence.is_online(user_id)
+    except redis.RedisError as exc:
+        # Not knowing is not "away": wait and ask again rather than send or drop it.
+        raise DeliveryRetry("presence_unavailable") from exc
+
+
 def _skip_reason(notification: Notification, channel: str) -> str:
-    """Why this notification is not to be told on ``channel`` now, or ""."""
+    """Why this notification is not to be told on ``channel`` now, or "". All but
+    "online" are final for this window; "online" is not recorded, so a later message
+    of the same window (or the digest) can still tell it once the user is away."""
     user = notification.user
     if notification.is_read:
         return "read"
@@ -491,7 +608,9 @@ def _skip_reason(notification: Notification, channel: str) -> str:
         return "inactive"
     if not selectors.wants(user=user, kind=notification.kind, channel=channel):
         return "preference_off"
-    if presence.is_online(user.pk):
+    if reason := _unwanted(notification):
+        return reason
+    if _is_online(user.pk):
         return "online"
     return ""
 
@@ -511,6 +630,8 @@ def deliver_email(*, notification_id: uuid.UUID, final_attempt: bool = False) ->
     reason = _skip_reason(notification, Channel.EMAIL) or (
         "" if notification.user.email else "no_email"
     )
+    if reason == "online":
+        return reason
     if reason:
         return _skip(target, reason)
     delivery = _claim(target)
@@ -522,6 +643,7 @@ def deliver_email(*, notification_id: uuid.UUID, final_attempt: bool = False) ->
         if final_attempt or delivery.attempts >= MAX_ATTEMPTS:
             _finish(delivery, Delivery.State.FAILED, exc.detail)
             return "failed"
+        _release(delivery)
         raise DeliveryRetry(exc.detail) from exc
     _finish(delivery, Delivery.State.SENT)
     Notification.objects.filter(pk=notification.pk).update(
@@ -541,36 +663,47 @@ def deliver_push(*, notification_id: uuid.UUID, final_attempt: bool = False) -> 
     )
     if notification is None:
         return {}
+    subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id))
+    if not subscriptions:
+        return {}
     reason = _skip_reason(notification, Channel.PUSH) or (
         "" if settings.VAPID_PRIVATE_KEY else "push_unavailable"
     )
-    subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id))
     outcomes: dict[str, str] = {}
-    retry: list[str] = []
+    retry: list[DeliveryRetry] = []
     for subscription in subscriptions:
         key = f"push:{notification.pk}:{subscription.pk}"
         target = Target(key, notification.user_id, Channel.PUSH, notification, subscription)
-        if reason:
-            delivery = _claim(target)
-            if delivery is not None:
-                _finish(delivery, Delivery.State.SKIPPED, reason)
-            outcomes[str(subscription.pk)] = reason
-            continue
-        delivery = _claim(target)
-        if delivery is None:
-            outcomes[str(subscription.pk)] = "done_before"
-            continue
-        outcomes[str(subscription.pk)] = _push_one(
-            notification, subscription, delivery, final_attempt=final_attempt, retry=retry
-        )
+        try:
+            if reason == "online":
+                outcomes[str(subscription.pk)] = reason
+            elif reason:
+                outcomes[str(subscription.pk)] = _skip(target, reason)
+            elif (delivery := _claim(target)) is None:
+                outcomes[str(subscription.pk)] = "done_before"
+            else:
+                outcomes[str(subscription.pk)] = _push_one(
+                    notification, subscription, delivery, final_attempt=final_attempt
+                )
+        except DeliveryRetry as exc:
+            outcomes[str(subscription.pk)] = "retry"
+            retry.append(exc)
     if retry:
-        raise DeliveryRetry(", ".join(retry))
+        raise DeliveryRetry(
+            ", ".join(exc.detail for exc in retry)[:40],
+            countdown=max((exc.countdown or 0 for exc in retry), default=0) or None,
+        )
     return outcomes
 
 
-def _push_one(notification: Notification, subscription: PushSubscription, delivery: Delivery,
-              *, final_attempt: bool, retry: list[str]) -> str:  # fmt: skip
+def _push_one(
+    notification: Notification, subscription: PushSubscription, delivery: Delivery,
+    *, final_attempt: bool,
+) -> str:  # fmt: skip
     now = timezone.now()
+    # A subscription counts as failing only when a delivery finally fails, not on the
+    # first busy answer of a push service.
+    failing = PushSubscription.objects.filter(pk=subscription.pk, failing_since__isnull=True)
     try:
         channels.send_web_push(notification, subscription)
     except channels.SubscriptionGone:
@@ -579,19 +712,15 @@ def _push_one(notification: Notification, subscription: PushSubscription, delive
         return "gone"
     except channels.PermanentFailure as exc:
         _finish(delivery, Delivery.State.FAILED, exc.detail)
-        PushSubscription.objects.filter(pk=subscription.pk, failing_since__isnull=True).update(
-            failing_since=now
-        )
+        failing.update(failing_since=now)
         return "failed"
     except channels.TransientFailure as exc:
-        PushSubscription.objects.filter(pk=subscription.pk, failing_since__isnull=True).update(
-            failing_since=now
-        )
         if final_attempt or delivery.attempts >= MAX_ATTEMPTS:
             _finish(delivery, Delivery.State.FAILED, exc.detail)
+            failing.update(failing_since=now)
             return "failed"
-        retry.append(exc.detail)
-        return "retry"
+        _release(delivery)
+        raise DeliveryRetry(exc.detail) from exc
     _finish(delivery, Delivery.State.SENT)
     PushSubscription.objects.filter(pk=subscription.pk).update(
         last_success_at=now, failing_since=None
@@ -603,7 +732,10 @@ def deliveries_give_up(*, notification_id: uuid.UUID, channel: str, detail: str)
     """After the last retry: what is still being sent has failed."""
     return Delivery.objects.filter(
         notification_id=notification_id, channel=channel, state=Delivery.State.SENDING
-    ).update(state=Delivery.State.FAILED, detail=detail[:40], finished_at=timezone.now())
+    ).update(
+        state=Delivery.State.FAILED, detail=detail[:40], finished_at=timezone.now(),
+        claimed_until=None,
+    )  # fmt: skip
 
 
 # --- Digest and pruning (beat) ---------------------------------------------------------------
@@ -621,7 +753,7 @@ def digest_candidates(*, now: datetime) -> Iterable[uuid.UUID]:
 
 
 def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
-    """One email a day, at most, listing what stays unread and untold."""
+    """One email per UTC day, at most, listing what stays unread and untold."""
     now = now or timezone.now()
     user = User.objects.filter(pk=user_id).first()
     if user is None:
@@ -634,6 +766,7 @@ def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
         .filter(updated_at__lte=before)
         .filter(Q(emailed_at__isnull=True) | Q(emailed_count__lt=F("count")))[:20]
     )
+    untold = [notification for notification in untold if not _unwanted(notification)]
     if not untold:
         return "nothing"
     if Delivery.objects.filter(key=key).exclude(state=Delivery.State.SENDING).exists():
@@ -644,8 +777,8 @@ def send_digest(*, user_id: uuid.UUID, now: datetime | None = None) -> str:
         return _skip(target, "no_email")
     if not selectors.wants(user=user, kind=Preference.PreferenceKind.DIGEST, channel=Channel.EMAIL):
         return _skip(target, "preference_off")
-    if presence.is_online(user.pk):
-        return "online"  # not recorded: tomorrow's run may still send one
+    if _is_online(user.pk):
+        return "online"  # not recorded: a later run may still send one
     delivery = _claim(target)
     if delivery is None:
         return "done_before"

@@ -57,7 +57,8 @@ def _deliver(
                 notification_id=uuid.UUID(notification_id), channel=channel, detail=str(exc)
             )
             return "failed"
-        raise task.retry(exc=exc, countdown=services.retry_countdown(task.request.retries)) from exc
+        countdown = exc.countdown or services.retry_countdown(task.request.retries)
+        raise task.retry(exc=exc, countdown=countdown) from exc
 
 
 @shared_task(

@@ -97,6 +97,7 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
     ctx: SocketContext | None = None
     joined: list[str]
     _presence_task: "asyncio.Task[None] | None" = None
+    _refreshing: "asyncio.Future[None] | None" = None
 
     async def connect(self) -> None:
         self.joined = []
@@ -152,7 +153,12 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
     async def _keep_present(self, user_id: uuid.UUID) -> None:
         while True:
             await asyncio.sleep(settings.PRESENCE_TTL_SECONDS / 3)
-            await _presence(presence.socket_open, user_id, self.channel_name)
+            # Its own task: cancelling this loop must not leave a refresh running in its
+            # thread that lands after the socket unregistered (online for a whole TTL).
+            self._refreshing = asyncio.ensure_future(
+                _presence(presence.socket_open, user_id, self.channel_name)
+            )
+            await asyncio.shield(self._refreshing)
 
     async def _leave_presence(self) -> None:
         task, self._presence_task = self._presence_task, None
@@ -161,6 +167,8 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if self._refreshing is not None:
+            await self._refreshing  # never raises: _presence logs its failures
         if self.ctx is not None:
             await _presence(presence.socket_closed, self.ctx.user.pk, self.channel_name)
 

@@ -248,7 +248,64 @@ def test_no_email_when_online_read_or_turned_off() -> None:
     assert services.deliver_email(notification_id=daves.pk) == "preference_off"
     assert mail.outbox == []
     skipped = Delivery.objects.filter(state=Delivery.State.SKIPPED)
-    assert sorted(skipped.values_list("detail", flat=True)) == ["online", "preference_off", "read"]
+    assert sorted(skipped.values_list("detail", flat=True)) == ["preference_off", "read"]
+    # "online" is not final: bob went away without reading, and is told after all.
+    assert services.deliver_email(notification_id=bobs.pk) == "sent"
+    assert [email.to for email in mail.outbox] == [[bob.user.email]]
+
+
+def test_a_window_opened_while_online_is_scheduled_again_by_a_later_message(settings) -> None:
+    alice, bob = person("alice"), person("bob")
+    conversation_id = direct(alice, bob)
+    send(alice, conversation_id, [bob])
+    (notification,) = open_notifications(bob.user)
+    first = notification.scheduled_at
+    assert first is not None
+    send(alice, conversation_id, [bob])
+    notification.refresh_from_db()
+    assert notification.scheduled_at == first, "not again within the email delay"
+    Notification.objects.filter(pk=notification.pk).update(
+        scheduled_at=first - timedelta(seconds=settings.NOTIFY_EMAIL_DELAY_SECONDS)
+    )
+    send(alice, conversation_id, [bob])
+    notification.refresh_from_db()
+    assert notification.scheduled_at > first
+    assert notification.count == 3
+
+
+def test_muting_or_leaving_after_the_window_opened_sends_nothing() -> None:
+    alice, bob, carol = person("alice"), person("bob"), person("carol")
+    conversation_id = direct(alice, bob)
+    send(alice, conversation_id, [bob])
+    messaging_services.conversation_mute(
+        user=bob.user, conversation=Conversation.objects.get(pk=conversation_id), seconds=3600
+    )
+    (notification,) = open_notifications(bob.user)
+    assert services.deliver_email(notification_id=notification.pk) == "muted"
+    send(alice, direct(alice, carol), [carol])
+    account_services.user_block(blocker=carol.user, blocked=alice.user)
+    (carols,) = open_notifications(carol.user)
+    assert services.deliver_email(notification_id=carols.pk) == "blocked_or_muted"
+    assert mail.outbox == []
+
+
+def test_a_second_run_waits_while_the_first_holds_the_delivery() -> None:
+    """Two runs of one task at once (a redelivery while the first still sends): the
+    second does not send; it retries after the first's lease."""
+    alice, bob = person("alice"), person("bob")
+    send(alice, direct(alice, bob), [bob])
+    (notification,) = open_notifications(bob.user)
+    target = services.Target(f"email:{notification.pk}", bob.user.pk, "email", notification)
+    held = services._claim(target)
+    assert held is not None
+    with pytest.raises(services.DeliveryRetry) as waiting:
+        services.deliver_email(notification_id=notification.pk)
+    assert waiting.value.detail == "in_progress"
+    assert (waiting.value.countdown or 0) > 1
+    assert mail.outbox == []
+    Delivery.objects.filter(pk=held.pk).update(claimed_until=timezone.now())  # lease ran out
+    assert services.deliver_email(notification_id=notification.pk) == "sent"
+    assert len(mail.outbox) == 1
 
 
 def test_a_mail_server_failure_is_retried_and_then_sent_once(settings) -> None:
@@ -340,12 +397,19 @@ AUTH = "tBHItJI5svbpez7KI4CCXg"
         ("https://169.254.169.254/latest", "endpoint"),  # not a push service
         ("https://fcm.googleapis.com.evil.example/x", "endpoint"),
         ("https://user:pw@fcm.googleapis.com/x", "endpoint"),
+        ("https://evil.example\\.fcm.googleapis.com/x", "endpoint"),  # parsers disagree
     ],
 )
 def test_a_push_endpoint_outside_the_push_services_is_refused(endpoint: str, field: str) -> None:
     bob = person("bob")
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(user=bob.user, endpoint=endpoint, p256dh=P256DH, auth=AUTH)
+        services.push_subscribe(
+            user=bob.user,
+            device_id=bob.phones[-1].device.pk,
+            endpoint=endpoint,
+            p256dh=P256DH,
+            auth=AUTH,
+        )
     assert refused.value.field == field
     assert not PushSubscription.objects.exists()
 
@@ -354,49 +418,93 @@ def test_bad_push_keys_are_refused_and_a_good_subscription_replaces_its_endpoint
     bob, carol = person("bob"), person("carol")
     endpoint = "https://fcm.googleapis.com/fcm/send/abc"
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(user=bob.user, endpoint=endpoint, p256dh="AAAA", auth=AUTH)
+        services.push_subscribe(
+            user=bob.user,
+            device_id=bob.phones[-1].device.pk,
+            endpoint=endpoint,
+            p256dh="AAAA",
+            auth=AUTH,
+        )
     assert refused.value.field == "keys.p256dh"
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(user=bob.user, endpoint=endpoint, p256dh=P256DH, auth="AAAA")
+        services.push_subscribe(
+            user=bob.user,
+            device_id=bob.phones[-1].device.pk,
+            endpoint=endpoint,
+            p256dh=P256DH,
+            auth="AAAA",
+        )
     assert refused.value.field == "keys.auth"
     assert not PushSubscription.objects.exists()
     services.push_subscribe(
-        user=bob.user, endpoint=endpoint, p256dh=P256DH, auth=AUTH,
-        device_id=bob.phones[0].device.pk,
-    )  # fmt: skip
+        user=bob.user,
+        device_id=bob.phones[-1].device.pk,
+        endpoint=endpoint,
+        p256dh=P256DH,
+        auth=AUTH,
+    )
     # Someone who knows only the endpoint cannot take the subscription over...
     with pytest.raises(services.Conflict) as refused:
         services.push_subscribe(
-            user=carol.user, endpoint=endpoint, p256dh=P256DH, auth="AAAAAAAAAAAAAAAAAAAAAA"
+            user=carol.user,
+            device_id=carol.phones[-1].device.pk,
+            endpoint=endpoint,
+            p256dh=P256DH,
+            auth="AAAAAAAAAAAAAAAAAAAAAA",
         )
     assert refused.value.code == "endpoint_taken"
     assert PushSubscription.objects.get().user == bob.user
     # ...but carol signing in on the same browser (its own auth secret) can.
-    services.push_subscribe(user=carol.user, endpoint=endpoint, p256dh=P256DH, auth=AUTH)
+    services.push_subscribe(
+        user=carol.user,
+        device_id=carol.phones[-1].device.pk,
+        endpoint=endpoint,
+        p256dh=P256DH,
+        auth=AUTH,
+    )
     (subscription,) = PushSubscription.objects.all()
-    assert subscription.user == carol.user and subscription.device is None
+    assert subscription.user == carol.user
+    assert subscription.device == carol.phones[-1].device
 
 
 def test_push_subscriptions_per_user_are_bounded() -> None:
     bob = person("bob")
     for index in range(services.MAX_PUSH_SUBSCRIPTIONS):
-        services.push_subscribe(user=bob.user, endpoint=f"https://fcm.googleapis.com/{index}",
-                                p256dh=P256DH, auth=AUTH)  # fmt: skip
+        services.push_subscribe(
+            user=bob.user,
+            device_id=bob.phones[-1].device.pk,
+            endpoint=f"https://fcm.googleapis.com/{index}",
+            p256dh=P256DH,
+            auth=AUTH,
+        )
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(user=bob.user, endpoint="https://fcm.googleapis.com/one-more",
-                                p256dh=P256DH, auth=AUTH)  # fmt: skip
+        services.push_subscribe(
+            user=bob.user,
+            device_id=bob.phones[-1].device.pk,
+            endpoint="https://fcm.googleapis.com/one-more",
+            p256dh=P256DH,
+            auth=AUTH,
+        )
     assert refused.value.code == "too_many_subscriptions"
     # The same browser subscribing again is not one more.
-    services.push_subscribe(user=bob.user, endpoint="https://fcm.googleapis.com/0",
-                            p256dh=P256DH, auth=AUTH)  # fmt: skip
+    services.push_subscribe(
+        user=bob.user,
+        device_id=bob.phones[-1].device.pk,
+        endpoint="https://fcm.googleapis.com/0",
+        p256dh=P256DH,
+        auth=AUTH,
+    )
 
 
 def test_unlinking_a_browser_removes_its_push_subscription() -> None:
     bob = person("bob", phones=2)
     services.push_subscribe(
-        user=bob.user, endpoint="https://fcm.googleapis.com/fcm/send/abc", p256dh=P256DH,
-        auth=AUTH, device_id=bob.phones[1].device.pk,
-    )  # fmt: skip
+        user=bob.user,
+        device_id=bob.phones[-1].device.pk,
+        endpoint="https://fcm.googleapis.com/fcm/send/abc",
+        p256dh=P256DH,
+        auth=AUTH,
+    )
     account_services.device_revoke(user=bob.user, device_id=bob.phones[1].device.pk)
     assert not PushSubscription.objects.exists()
 
@@ -405,9 +513,12 @@ def test_no_push_to_an_online_user_or_when_turned_off() -> None:
     alice, bob, carol = person("alice"), person("bob"), person("carol")
     for someone in (bob, carol):
         services.push_subscribe(
-            user=someone.user, endpoint=f"https://fcm.googleapis.com/fcm/send/{someone.user.pk}",
-            p256dh=P256DH, auth=AUTH,
-        )  # fmt: skip
+            user=someone.user,
+            device_id=someone.phones[-1].device.pk,
+            endpoint=f"https://fcm.googleapis.com/fcm/send/{someone.user.pk}",
+            p256dh=P256DH,
+            auth=AUTH,
+        )
         send(alice, direct(alice, someone), [someone])
     presence.socket_open(bob.user.pk, "socket-1")
     try:
@@ -429,9 +540,12 @@ def test_prune_forgets_old_notifications_and_failing_subscriptions() -> None:
     send(alice, direct(alice, carol), [carol])
     services.notifications_mark_read(user=bob.user, ids=None)
     subscription = services.push_subscribe(
-        user=bob.user, endpoint="https://fcm.googleapis.com/fcm/send/abc", p256dh=P256DH,
+        user=bob.user,
+        device_id=bob.phones[-1].device.pk,
+        endpoint="https://fcm.googleapis.com/fcm/send/abc",
+        p256dh=P256DH,
         auth=AUTH,
-    )  # fmt: skip
+    )
     PushSubscription.objects.filter(pk=subscription.pk).update(
         failing_since=timezone.now() - timedelta(days=8)
     )
