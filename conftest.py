@@ -1,4 +1,5 @@
-"""Shared fixtures: live Daphne servers, a real Celery worker and coturn as subprocesses.
+"""Shared fixtures: live Daphne servers, a real Celery worker and coturn as subprocesses,
+and a mail server on loopback that they all send to.
 
 The same suite runs on the embedded default (`make test`: SQLite file database,
 in-memory channel layer, eager Celery) and on the real parts (`make test-services`:
@@ -24,10 +25,13 @@ from django.core.cache import cache
 from common.testing import (
     ROOT,
     SERVICES_MODE,
+    WORKER_VISIBILITY_TIMEOUT_SECONDS,
+    CeleryWorker,
     LiveServer,
+    SmtpServer,
     free_port,
+    live_process_env,
     stop_process,
-    subprocess_env,
     wait_for_other_database_sessions_to_end,
     wait_http,
 )
@@ -47,11 +51,24 @@ def _no_task_timers_in_the_test_process(settings: Any) -> None:
 
 
 @pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """The mail server of the session, on loopback: every live process sends to it."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def start_daphne(
-    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: None,
+    django_db_blocker: Any,
+    smtp_server: SmtpServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., LiveServer]]:
-    """Start Daphne processes serving config.asgi on the test database. ``start(env=...)``
-    adds to (or overrides) that process's environment, e.g. TURN settings."""
+    """Start Daphne processes serving config.asgi on the test database, with the same
+    environment as the worker (``live_process_env``). ``start(env=...)`` adds to (or
+    overrides) that process's environment, e.g. TURN settings."""
     started: list[LiveServer] = []
 
     def start(env: Mapping[str, str] | None = None) -> LiveServer:
@@ -61,7 +78,7 @@ def start_daphne(
             process = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                  "--ping-interval", "20", "--ping-timeout", "30", "config.asgi:application"],
-                cwd=ROOT, env={**subprocess_env(), **(env or {})}, stdout=log,
+                cwd=ROOT, env={**live_process_env(smtp_server), **(env or {})}, stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
         server = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", process, log_path)
@@ -157,31 +174,40 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer
 
 @pytest.fixture(scope="session")
 def celery_worker_process(
-    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes] | None]:
+    django_db_setup: None,
+    django_db_blocker: Any,
+    smtp_server: SmtpServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[CeleryWorker | None]:
     """A real Celery worker on the test database (services mode only; the embedded
-    default runs tasks in-process)."""
+    default runs tasks in-process). A short visibility timeout hands the task of a
+    worker that died to the next one within seconds."""
     if not SERVICES_MODE:
         yield None
         return
     from config.celery import app
 
     app.control.purge()
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", "test@%h"],
-            cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()}")
-    yield process
-    stop_process(process)
+    env = {
+        **live_process_env(smtp_server),
+        "CELERY_VISIBILITY_TIMEOUT": str(WORKER_VISIBILITY_TIMEOUT_SECONDS),
+    }
+    worker = CeleryWorker(env, tmp_path_factory.mktemp("celery"))
+    worker.start()
+    yield worker
+    worker.stop()
     with django_db_blocker.unblock():
         wait_for_other_database_sessions_to_end()
+
+
+@pytest.fixture
+def celery_worker(celery_worker_process: CeleryWorker | None) -> Iterator[CeleryWorker]:
+    """The session's worker, for a test that kills and restarts it (services mode only).
+    Whatever the test did, a worker runs again after it for the rest of the session."""
+    if celery_worker_process is None:
+        pytest.skip("needs a Celery worker process (make test-services)")
+    yield celery_worker_process
+    celery_worker_process.ensure_running()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,14 +1,23 @@
 """Helpers for tests that run the real parts as subprocesses (see conftest.py)."""
 
+import asyncio
+import email
+import email.policy
 import os
+import secrets
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
+from aiosmtpd.controller import Controller
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +61,28 @@ def subprocess_env() -> dict[str, str]:
         LOGIN_ADDRESS_FAILURES="10000",
     )
     return env
+
+
+# The live processes tell people what they missed after this short window (not minutes).
+NOTIFY_EMAIL_DELAY_SECONDS = 1
+# A task taken by a worker that dies goes back to the queue after this long.
+WORKER_VISIBILITY_TIMEOUT_SECONDS = 5
+# A delivery whose run died mid-send may be taken over after this long.
+DELIVERY_LEASE_SECONDS = 5
+
+
+def live_process_env(smtp: "SmtpServer") -> dict[str, str]:
+    """The environment of the live processes (Daphne and the Celery worker alike): the
+    test database, mail to the session's SMTP server, pushes to endpoints on loopback
+    (plain HTTP), a short email window and a short delivery lease."""
+    return {
+        **subprocess_env(),
+        "EMAIL_URL": smtp.url,
+        "NOTIFY_EMAIL_DELAY_SECONDS": str(NOTIFY_EMAIL_DELAY_SECONDS),
+        "DELIVERY_LEASE_SECONDS": str(DELIVERY_LEASE_SECONDS),
+        "WEB_PUSH_HOSTS": "127.0.0.1",
+        "WEB_PUSH_ALLOW_HTTP": "1",
+    }
 
 
 @dataclass
@@ -129,3 +160,149 @@ def database_dump() -> list[bytes]:
                     elif value is not None:
                         values.append(str(value).encode())
     return values
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message a mail server took: the envelope and the bytes as sent."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
+
+    def to(self, address: str) -> bool:
+        return address.lower() in (rcpt.lower() for rcpt in self.rcpt_tos)
+
+
+class SmtpServer:
+    """A mail server on loopback (aiosmtpd) that keeps each message it accepts.
+
+    ``hold_next(address, when)`` makes the next message to that address (that ``when``
+    accepts) wait after its DATA has been sent, before the server answers: the client
+    is stuck mid-send until ``release()`` (or until it goes away). A held message is
+    never counted as delivered (it is refused with 451 once released); ``held`` lists it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._mails: list[Mail] = []
+        self._held: list[Mail] = []
+        self._hold: Callable[[Mail], bool] | None = None
+        self._release: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self.holding = threading.Event()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self.release()
+        self._controller.stop()
+
+    def mails(self, to: str | None = None) -> list[Mail]:
+        with self._lock:
+            return [mail for mail in self._mails if to is None or mail.to(to)]
+
+    def held(self, to: str | None = None) -> list[Mail]:
+        with self._lock:
+            return [mail for mail in self._held if to is None or mail.to(to)]
+
+    def hold_next(self, address: str, when: Callable[[Mail], bool] = lambda mail: True) -> None:
+        with self._lock:
+            self._hold = lambda mail: mail.to(address) and when(mail)
+            self.holding.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._hold = None
+            held, self._release = self._release, None
+        if held is not None:
+            loop, event = held
+            loop.call_soon_threadsafe(event.set)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        mail = Mail(
+            mail_from=str(envelope.mail_from),
+            rcpt_tos=tuple(str(rcpt) for rcpt in envelope.rcpt_tos),
+            raw=bytes(envelope.original_content or envelope.content),
+        )
+        release = asyncio.Event()
+        with self._lock:
+            hold = self._hold is not None and self._hold(mail)
+            if hold:
+                self._hold = None
+                self._release = (asyncio.get_running_loop(), release)
+                self._held.append(mail)
+            else:
+                self._mails.append(mail)
+        if not hold:
+            return "250 2.0.0 OK"
+        self.holding.set()
+        # A client that goes away meanwhile cancels this (aiosmtpd's connection_lost).
+        await release.wait()
+        return "451 4.3.0 Not taken, try again later"
+
+
+class CeleryWorker:
+    """The session's Celery worker process (services mode). A test may kill it (SIGKILL,
+    as a crash would: nothing is acknowledged or rejected) and start another in its
+    place; each process logs to its own file and ``log()`` reads them all."""
+
+    def __init__(self, env: Mapping[str, str], folder: Path) -> None:
+        self.env = dict(env)
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_paths: list[Path] = []
+        self._prefix = f"parley-test-{secrets.token_hex(4)}"
+        self.name = ""
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 60) -> None:
+        """Start a worker process and wait until it answers a ping."""
+        from config.celery import app
+
+        if self.running:
+            raise RuntimeError("the worker is running already")
+        number = len(self.log_paths) + 1
+        self.name = f"{self._prefix}-{number}@{socket.gethostname()}"
+        log_path = self.folder / f"worker-{number}.log"
+        self.log_paths.append(log_path)
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603  (a fixed command line)
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
+                 "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", self.name],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"celery worker did not start:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker in whatever it is doing."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def ensure_running(self) -> None:
+        if not self.running:
+            self.start()
+
+    def log(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in self.log_paths)

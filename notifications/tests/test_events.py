@@ -25,7 +25,7 @@ async def next_of(socket: WebsocketCommunicator, kind: str, within: float = 20) 
 async def test_a_message_updates_the_recipients_badge_live() -> None:
     alice, bob = await sync_to_async(person)("alice"), await sync_to_async(person)("bob")
     conversation_id = await sync_to_async(direct)(alice, bob)
-    socket = await connect(bob.phones[0])
+    socket = await connect(bob.phones[0], notifications=True)
     for _ in range(2):
         body, _ = await sync_to_async(envelope)(
             sender=alice.phones[0], conversation_id=conversation_id, recipients=[alice, bob]
