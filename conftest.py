@@ -33,6 +33,7 @@ from common.testing import (
     live_process_env,
     stop_process,
     wait_for_other_database_sessions_to_end,
+    wait_for_worker_idle,
     wait_http,
 )
 
@@ -57,6 +58,29 @@ def smtp_server() -> Iterator[SmtpServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _worker_idle_after_test() -> Iterator[None]:
+    """On the real parts, tasks a test enqueued (after its commits) must be done before
+    the test database is flushed, or the flush and a running task deadlock."""
+    if not SERVICES_MODE:
+        yield
+        return
+    from celery.signals import before_task_publish
+
+    published: list[str] = []
+
+    def count(sender: str | None = None, **_: Any) -> None:
+        published.append(sender or "")
+
+    before_task_publish.connect(count, weak=False)
+    try:
+        yield
+    finally:
+        before_task_publish.disconnect(count)
+        if published:
+            wait_for_worker_idle()
 
 
 @pytest.fixture(scope="session")

@@ -306,3 +306,18 @@ class CeleryWorker:
 
     def log(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.log_paths)
+
+
+def wait_for_worker_idle(timeout: float = 15) -> None:
+    """Until the broker's queue is empty and no worker runs a task (tasks waiting for
+    their countdown do not count)."""
+    from config.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.connection_for_read() as conn:
+            queued = conn.default_channel.client.llen("celery")  # type: ignore[attr-defined]
+        active = app.control.inspect(timeout=0.5).active() or {}
+        if not queued and not any(active.values()):
+            return
+        time.sleep(0.1)

@@ -188,10 +188,18 @@ def notify_message(*, message_id: uuid.UUID) -> list[Notification]:
 def _count_message(
     *, membership_id: int, kind: str, message: Any, now: datetime
 ) -> Notification | None:
-    from messaging.models import Membership, Message
+    from messaging.models import Conversation, Membership, Message
 
-    # The membership first, as read_mark locks it before reading the notification: a
-    # read cannot slip between this check and the count (and the order cannot deadlock).
+    # Locks in the order the senders and readers take them, so none can deadlock: the
+    # conversation (message_send holds it while it updates the sender's membership, and
+    # our notification row's foreign key would wait for it), then the membership (as
+    # read_mark does before it reads the notification, so a read cannot slip between
+    # this check and the count), then the notification.
+    list(
+        Conversation.objects.select_for_update(no_key=True)
+        .filter(pk=message.conversation_id)
+        .values_list("pk", flat=True)
+    )
     membership = (
         Membership.objects.select_for_update(of=("self",))
         .filter(pk=membership_id, left_at__isnull=True)
