@@ -8,6 +8,7 @@ that switch to the real parts are listed in docs/running.md.
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ TESTING = DJANGO_ENV == "test"
 DEBUG = env.bool("DEBUG", default=False) and not PRODUCTION
 
 
-def _development_secret_key() -> str:
-    """A random key kept in var/ so sessions survive restarts of `make run`."""
-    key_file = VAR_DIR / "secret_key"
+def _kept_in_var(name: str, make: Callable[[], str]) -> str:
+    """A secret made once and kept in var/ (outside production), so that sessions and
+    push subscriptions survive restarts of `make run`."""
+    key_file = VAR_DIR / name
     if not key_file.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.write_text(make())
         key_file.chmod(0o600)
     return key_file.read_text().strip()
 
@@ -49,7 +51,9 @@ if PRODUCTION:
     if len(SECRET_KEY) < 50:
         raise ImproperlyConfigured("Production needs SECRET_KEY (50 characters or more).")
 else:
-    SECRET_KEY = env.str("SECRET_KEY", default="") or _development_secret_key()
+    SECRET_KEY = env.str("SECRET_KEY", default="") or _kept_in_var(
+        "secret_key", lambda: secrets.token_urlsafe(50)
+    )
 
 # Keys the franking stamp (PROTOCOL.md section 3); separate from SECRET_KEY so it
 # can be rotated on its own schedule.
@@ -401,14 +405,9 @@ def _b64u(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _development_vapid_key() -> str:
-    key_file = VAR_DIR / "vapid_private_key"
-    if not key_file.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        number = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
-        key_file.write_text(_b64u(number.to_bytes(32, "big")))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+def _new_vapid_key() -> str:
+    number = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    return _b64u(number.to_bytes(32, "big"))
 
 
 def _vapid_public_key(private_key: str) -> str:
@@ -426,7 +425,7 @@ def _vapid_public_key(private_key: str) -> str:
 
 
 VAPID_PRIVATE_KEY = env.str("VAPID_PRIVATE_KEY", default="") or (
-    "" if PRODUCTION else _development_vapid_key()
+    "" if PRODUCTION else _kept_in_var("vapid_private_key", _new_vapid_key)
 )
 # Empty when there is no key: the site then offers no push.
 VAPID_PUBLIC_KEY = _vapid_public_key(VAPID_PRIVATE_KEY) if VAPID_PRIVATE_KEY else ""

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from accounts.models import User
-from notifications.models import Channel, Kind, Notification, Preference, PushSubscription
+from notifications.models import Channel, Kind, Notification, Preference
 
 Kinds = Preference.PreferenceKind
 
@@ -70,10 +70,6 @@ def notifications_for(*, user: User, unread_only: bool = False) -> QuerySet[Noti
 
 def unread_count(*, user: User | Any) -> int:
     return Notification.objects.filter(user=user, read_at__isnull=True).count()
-
-
-def push_subscriptions_of(*, user: User) -> QuerySet[PushSubscription]:
-    return PushSubscription.objects.filter(user=user)
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,22 @@ idempotency key) makes a retried or redelivered task send nothing twice.
 import base64
 import hmac
 import logging
-import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from accounts.models import Block, Device, Mute, User
 from common.errors import ApplicationError, Conflict, NotFound
 from notifications import channels, selectors
+from notifications.channels import push_endpoint_allowed
 from notifications.models import (
     CONVERSATION_KINDS,
     Channel,
@@ -41,7 +38,7 @@ from notifications.models import (
     PushSubscription,
 )
 from realtime import presence
-from realtime.publish import publish_on_commit
+from realtime.publish import publish_now, publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +91,6 @@ def _publish_created(notification: Notification) -> None:
 
 def _publish_unread(user_id: Any) -> None:
     def publish() -> None:
-        from realtime.publish import publish_now
-
         count = selectors.unread_count(user=user_id)
         publish_now(user_ids=[user_id], event={"type": "notifications.unread", "count": count})
 
@@ -382,34 +377,6 @@ def preferences_update(
 
 def _b64u_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
-
-
-def push_endpoint_allowed(endpoint: str) -> bool:
-    """Only the push services' own hosts, over HTTPS: the server posts to whatever
-    endpoint a browser names, which must not be a way into our own network."""
-    try:
-        parts = urlsplit(endpoint)
-        host = (parts.hostname or "").lower().rstrip(".")
-        parts.port  # noqa: B018  (raises on a malformed port)
-    except ValueError:
-        return False
-    if parts.scheme != "https" and not (settings.WEB_PUSH_ALLOW_HTTP and parts.scheme == "http"):
-        return False
-    if parts.username or parts.password or not _HOST.fullmatch(host):
-        return False
-    # The host as requests (urllib3) will read it must be the one checked: parsers
-    # disagree on odd URLs (a backslash, say), and the odd URL is the attack.
-    try:
-        if (parse_url(endpoint).host or "").lower().rstrip(".") != host:
-            return False
-    except LocationParseError:
-        return False
-    return any(
-        host == allowed or host.endswith("." + allowed) for allowed in settings.WEB_PUSH_HOSTS
-    )
 
 
 def _check_push_keys(p256dh: str, auth: str) -> None:

@@ -102,8 +102,3 @@ def socket_closed(user_id: Any, socket_id: str) -> None:
 
 def is_online(user_id: Any) -> bool:
     return bool(store().online_among([str(user_id)]))
-
-
-def online_among(user_ids: Iterable[Any]) -> set[str]:
-    """The ids (as strings) of those users with a socket open somewhere."""
-    return store().online_among(str(user_id) for user_id in user_ids)

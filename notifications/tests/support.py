@@ -1,7 +1,6 @@
 """People, conversations and messages for the notification tests (real keys and
 envelopes from messaging.tests.support; the server never sees a plaintext)."""
 
-import uuid
 from typing import Any
 
 from accounts import services as account_services
@@ -58,7 +57,3 @@ def send(
 
 def open_notifications(user: Any) -> list[Notification]:
     return list(Notification.objects.filter(user=user, read_at__isnull=True))
-
-
-def new_id() -> uuid.UUID:
-    return uuid.uuid4()

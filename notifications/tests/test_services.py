@@ -16,7 +16,7 @@ from messaging.models import Conversation
 from notifications import services
 from notifications.models import Delivery, Kind, Notification, Preference, PushSubscription
 from notifications.selectors import describe, unread_count
-from notifications.tests.support import direct, group, open_notifications, person, send
+from notifications.tests.support import Person, direct, group, open_notifications, person, send
 from realtime import presence
 
 pytestmark = pytest.mark.django_db
@@ -390,6 +390,16 @@ P256DH = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1Xbjhaz
 AUTH = "tBHItJI5svbpez7KI4CCXg"
 
 
+def subscribe(
+    someone: Person, endpoint: str, *, p256dh: str = P256DH, auth: str = AUTH
+) -> PushSubscription:
+    """A push subscription of someone's (last) browser device."""
+    return services.push_subscribe(
+        user=someone.user, device_id=someone.phones[-1].device.pk, endpoint=endpoint,
+        p256dh=p256dh, auth=auth,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("endpoint", "field"),
     [
@@ -403,13 +413,7 @@ AUTH = "tBHItJI5svbpez7KI4CCXg"
 def test_a_push_endpoint_outside_the_push_services_is_refused(endpoint: str, field: str) -> None:
     bob = person("bob")
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(
-            user=bob.user,
-            device_id=bob.phones[-1].device.pk,
-            endpoint=endpoint,
-            p256dh=P256DH,
-            auth=AUTH,
-        )
+        subscribe(bob, endpoint)
     assert refused.value.field == field
     assert not PushSubscription.objects.exists()
 
@@ -418,50 +422,20 @@ def test_bad_push_keys_are_refused_and_a_good_subscription_replaces_its_endpoint
     bob, carol = person("bob"), person("carol")
     endpoint = "https://fcm.googleapis.com/fcm/send/abc"
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(
-            user=bob.user,
-            device_id=bob.phones[-1].device.pk,
-            endpoint=endpoint,
-            p256dh="AAAA",
-            auth=AUTH,
-        )
+        subscribe(bob, endpoint, p256dh="AAAA")
     assert refused.value.field == "keys.p256dh"
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(
-            user=bob.user,
-            device_id=bob.phones[-1].device.pk,
-            endpoint=endpoint,
-            p256dh=P256DH,
-            auth="AAAA",
-        )
+        subscribe(bob, endpoint, auth="AAAA")
     assert refused.value.field == "keys.auth"
     assert not PushSubscription.objects.exists()
-    services.push_subscribe(
-        user=bob.user,
-        device_id=bob.phones[-1].device.pk,
-        endpoint=endpoint,
-        p256dh=P256DH,
-        auth=AUTH,
-    )
+    subscribe(bob, endpoint)
     # Someone who knows only the endpoint cannot take the subscription over...
     with pytest.raises(services.Conflict) as refused:
-        services.push_subscribe(
-            user=carol.user,
-            device_id=carol.phones[-1].device.pk,
-            endpoint=endpoint,
-            p256dh=P256DH,
-            auth="AAAAAAAAAAAAAAAAAAAAAA",
-        )
+        subscribe(carol, endpoint, auth="AAAAAAAAAAAAAAAAAAAAAA")
     assert refused.value.code == "endpoint_taken"
     assert PushSubscription.objects.get().user == bob.user
     # ...but carol signing in on the same browser (its own auth secret) can.
-    services.push_subscribe(
-        user=carol.user,
-        device_id=carol.phones[-1].device.pk,
-        endpoint=endpoint,
-        p256dh=P256DH,
-        auth=AUTH,
-    )
+    subscribe(carol, endpoint)
     (subscription,) = PushSubscription.objects.all()
     assert subscription.user == carol.user
     assert subscription.device == carol.phones[-1].device
@@ -470,41 +444,17 @@ def test_bad_push_keys_are_refused_and_a_good_subscription_replaces_its_endpoint
 def test_push_subscriptions_per_user_are_bounded() -> None:
     bob = person("bob")
     for index in range(services.MAX_PUSH_SUBSCRIPTIONS):
-        services.push_subscribe(
-            user=bob.user,
-            device_id=bob.phones[-1].device.pk,
-            endpoint=f"https://fcm.googleapis.com/{index}",
-            p256dh=P256DH,
-            auth=AUTH,
-        )
+        subscribe(bob, f"https://fcm.googleapis.com/{index}")
     with pytest.raises(services.ApplicationError) as refused:
-        services.push_subscribe(
-            user=bob.user,
-            device_id=bob.phones[-1].device.pk,
-            endpoint="https://fcm.googleapis.com/one-more",
-            p256dh=P256DH,
-            auth=AUTH,
-        )
+        subscribe(bob, "https://fcm.googleapis.com/one-more")
     assert refused.value.code == "too_many_subscriptions"
     # The same browser subscribing again is not one more.
-    services.push_subscribe(
-        user=bob.user,
-        device_id=bob.phones[-1].device.pk,
-        endpoint="https://fcm.googleapis.com/0",
-        p256dh=P256DH,
-        auth=AUTH,
-    )
+    subscribe(bob, "https://fcm.googleapis.com/0")
 
 
 def test_unlinking_a_browser_removes_its_push_subscription() -> None:
     bob = person("bob", phones=2)
-    services.push_subscribe(
-        user=bob.user,
-        device_id=bob.phones[-1].device.pk,
-        endpoint="https://fcm.googleapis.com/fcm/send/abc",
-        p256dh=P256DH,
-        auth=AUTH,
-    )
+    subscribe(bob, "https://fcm.googleapis.com/fcm/send/abc")
     account_services.device_revoke(user=bob.user, device_id=bob.phones[1].device.pk)
     assert not PushSubscription.objects.exists()
 
@@ -512,13 +462,7 @@ def test_unlinking_a_browser_removes_its_push_subscription() -> None:
 def test_no_push_to_an_online_user_or_when_turned_off() -> None:
     alice, bob, carol = person("alice"), person("bob"), person("carol")
     for someone in (bob, carol):
-        services.push_subscribe(
-            user=someone.user,
-            device_id=someone.phones[-1].device.pk,
-            endpoint=f"https://fcm.googleapis.com/fcm/send/{someone.user.pk}",
-            p256dh=P256DH,
-            auth=AUTH,
-        )
+        subscribe(someone, f"https://fcm.googleapis.com/fcm/send/{someone.user.pk}")
         send(alice, direct(alice, someone), [someone])
     presence.socket_open(bob.user.pk, "socket-1")
     try:
@@ -539,13 +483,7 @@ def test_prune_forgets_old_notifications_and_failing_subscriptions() -> None:
     send(alice, direct(alice, bob), [bob])
     send(alice, direct(alice, carol), [carol])
     services.notifications_mark_read(user=bob.user, ids=None)
-    subscription = services.push_subscribe(
-        user=bob.user,
-        device_id=bob.phones[-1].device.pk,
-        endpoint="https://fcm.googleapis.com/fcm/send/abc",
-        p256dh=P256DH,
-        auth=AUTH,
-    )
+    subscription = subscribe(bob, "https://fcm.googleapis.com/fcm/send/abc")
     PushSubscription.objects.filter(pk=subscription.pk).update(
         failing_since=timezone.now() - timedelta(days=8)
     )
