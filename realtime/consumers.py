@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Device, User
 from common.api import error_body
 from common.errors import ApplicationError
+from notifications.selectors import unread_count
 from realtime import presence
 from realtime.auth import SocketIdentity
 from realtime.groups import device_group, session_group, token_group, user_group
@@ -146,9 +147,14 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         self.ctx = SocketContext(user=user, device_id=device_id, token_id=identity.token_id)
         await _presence(presence.socket_open, user.pk, self.channel_name)
         self._presence_task = asyncio.create_task(self._keep_present(user.pk))
+        unread = await database_sync_to_async(unread_count)(user=user)
         await self._send_event(
-            {"type": "hello", "user_id": str(user.pk), "device_id": str(device_id)}
-        )
+            {
+                "type": "hello", "user_id": str(user.pk), "device_id": str(device_id),
+                # The badge as of now: a client that reconnects needs no request for it.
+                "notifications_unread": unread,
+            }
+        )  # fmt: skip
 
     async def _keep_present(self, user_id: uuid.UUID) -> None:
         while True:

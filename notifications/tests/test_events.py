@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from config.asgi import application
 from messaging.tests.support import connect, envelope
 from notifications.tests.support import direct, person
 
@@ -38,6 +39,15 @@ async def test_a_message_updates_the_recipients_badge_live() -> None:
         assert (await next_of(socket, "notifications.unread"))["count"] == 1
     assert notification["title"] == "New messages from @alice"
     assert notification["count"] == 2
+    # A socket that opens now (a reconnect) learns the count from its hello.
+    later = WebsocketCommunicator(
+        application,
+        f"/ws/?device={bob.phones[0].device.pk}",
+        headers=[(b"authorization", f"Bearer {bob.phones[0].key}".encode())],
+    )
+    assert (await later.connect())[0]
+    assert (await later.receive_json_from())["notifications_unread"] == 1
+    await later.disconnect()
     response = await sync_to_async(bob.phones[0].api.post)(
         "/api/v1/notifications/read", {"all": True}, format="json"
     )

@@ -114,6 +114,7 @@ async def test_app_connects_with_its_token_and_keeps_the_socket_through_bad_fram
             "type": "hello",
             "user_id": str(alice.user_id),
             "device_id": str(device.device_id),
+            "notifications_unread": 0,
         }
         await ws.send("{broken")
         assert (await receive(ws))["error"]["code"] == "invalid_json"

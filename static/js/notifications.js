@@ -122,8 +122,10 @@ async function refreshList() {
   }
 }
 
-function onConnected() {
-  refreshUnread();
+function onConnected(hello) {
+  // The hello carries the count: no request on every (re)connect.
+  if (typeof hello?.notifications_unread === "number") showUnread(hello.notifications_unread);
+  else refreshUnread();
   refreshList();
 }
 

@@ -63,7 +63,7 @@ export class LiveSocket {
     if (this.listeners.includes(handlers)) return;
     this.listeners.push(handlers);
     if (this.statusText) handlers.onStatus?.(this.statusText);
-    if (this.connected) queueMicrotask(() => handlers.onConnected?.());
+    if (this.connected) queueMicrotask(() => handlers.onConnected?.(this.hello));
   }
 
   emit(name, ...args) {
@@ -88,8 +88,9 @@ export class LiveSocket {
       if (frame.type === "hello") {
         this.attempt = 0;
         this.connected = true;
+        this.hello = frame;
         this.emit("onStatus", "");
-        this.emit("onConnected");
+        this.emit("onConnected", frame);
         clearInterval(this.heartbeat);
         this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS);
         return;
