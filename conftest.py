@@ -60,6 +60,38 @@ def smtp_server() -> Iterator[SmtpServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _flush_retried_after_a_deadlock() -> Iterator[None]:
+    """On the real parts, a task that a live server scheduled (a ring timeout, a
+    notification) may still hold a lock when a test's database is flushed; PostgreSQL
+    then breaks the deadlock by failing one side, sometimes the flush. Try it again."""
+    if not SERVICES_MODE:
+        yield
+        return
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+    from django.db import OperationalError
+
+    original = flush.Command.handle
+
+    def handle(self: flush.Command, **options: Any) -> None:
+        for attempt in range(5):
+            try:
+                original(self, **options)
+                return
+            except CommandError as exc:
+                deadlock = isinstance(exc.__cause__, OperationalError) and "deadlock" in str(
+                    exc.__cause__
+                )
+                if not deadlock or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    flush.Command.handle = handle  # type: ignore[method-assign]
+    yield
+    flush.Command.handle = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _worker_idle_after_test() -> Iterator[None]:
     """On the real parts, tasks a test enqueued (after its commits) must be done before
