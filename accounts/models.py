@@ -5,13 +5,16 @@ See docs/accounts.md and docs/keys-and-devices.md.
 
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 
@@ -72,6 +75,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     suspended_until = models.DateTimeField(null=True, blank=True)
+    # Raised to end every session of the account at once (suspension, ban).
+    session_generation = models.PositiveIntegerField(default=0)
     date_joined = models.DateTimeField(default=timezone.now)
 
     objects: ClassVar[UserManager] = UserManager()
@@ -92,6 +97,26 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return f"@{self.handle}"
+
+    def _session_hash(self, secret: str | None) -> str:
+        # Generation 0 keeps Django's own hash, so sessions made before the field
+        # existed stay valid; any later generation makes a different hash.
+        secret_input = self.password
+        if self.session_generation:
+            secret_input = f"{self.password}:{self.session_generation}"
+        return salted_hmac(
+            "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash",
+            secret_input,
+            secret=secret,
+            algorithm="sha256",
+        ).hexdigest()
+
+    def get_session_auth_hash(self) -> str:
+        return self._session_hash(None)
+
+    def get_session_auth_fallback_hash(self) -> Iterator[str]:
+        for fallback_secret in settings.SECRET_KEY_FALLBACKS:
+            yield self._session_hash(fallback_secret)
 
     @property
     def is_suspended(self) -> bool:

@@ -21,6 +21,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
@@ -459,15 +460,61 @@ def user_update_settings(
     return user
 
 
-@transaction.atomic
-def user_suspend(*, user: User, until: datetime) -> User:
-    """Suspend until ``until``: sign-in is refused, tokens and sockets are closed."""
-    user.suspended_until = until
-    user.save(update_fields=["suspended_until"])
+def _cut_off(user: User, *, reason: str) -> None:
+    """End everything the account has open: sessions (a new generation changes the
+    session hash), tokens, calls and sockets. The caller has saved the restriction."""
+    User.objects.filter(pk=user.pk).update(session_generation=F("session_generation") + 1)
+    user.refresh_from_db(fields=["session_generation"])
     ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
     calls_end_for_user(user_id=user.pk)
-    close_sockets_on_commit(user_id=user.pk, code=CLOSE_SUSPENDED, reason="account_suspended")
+    close_sockets_on_commit(user_id=user.pk, code=CLOSE_SUSPENDED, reason=reason)
+
+
+@transaction.atomic
+def user_suspend(*, user: User, until: datetime) -> User:
+    """Suspend until ``until``: sign-in is refused; sessions, tokens, calls and sockets
+    end at once. Called by moderation.services, which checks who may and audits it."""
+    user.suspended_until = until
+    user.save(update_fields=["suspended_until"])
+    _cut_off(user, reason="account_suspended")
     return user
+
+
+@transaction.atomic
+def user_ban(*, user: User) -> User:
+    """Ban: the account is inactive until a lift; everything open ends at once."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    _cut_off(user, reason="account_banned")
+    return user
+
+
+@transaction.atomic
+def user_lift_restriction(*, user: User) -> User:
+    """End a suspension or a ban. Old sessions and tokens stay ended: the user signs
+    in again."""
+    user.is_active = True
+    user.suspended_until = None
+    user.save(update_fields=["is_active", "suspended_until"])
+    return user
+
+
+REMOVABLE_PROFILE_FIELDS = ("display_name", "bio", "avatar")
+
+
+@transaction.atomic
+def user_clear_profile_field(*, user: User, field: str) -> str:
+    """Clear one public profile field; returns what it held (an avatar's file name)."""
+    if field not in REMOVABLE_PROFILE_FIELDS:
+        raise ApplicationError("invalid_choice", "That field cannot be removed.", field="field")
+    if field == "avatar":
+        previous = user.avatar.name or ""
+        user_remove_avatar(user=user)
+        return previous
+    previous = str(getattr(user, field))
+    setattr(user, field, "")
+    user.save(update_fields=[field])
+    return previous
 
 
 # --- The social graph ------------------------------------------------------------------------

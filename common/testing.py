@@ -33,7 +33,7 @@ def free_port() -> int:
 def database_url_for_subprocesses() -> str:
     """DATABASE_URL of the test database that pytest-django created."""
     params = connection.settings_dict
-    if params["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return f"sqlite:///{params['NAME']}"
     user = params.get("USER") or ""
     password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""

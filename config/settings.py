@@ -70,7 +70,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "moderation.apps.PanelAdminConfig",  # the Django admin as the moderation panel
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "messaging",
     "calls",
     "notifications",
+    "moderation",
 ]
 
 MIDDLEWARE = [
@@ -128,6 +129,8 @@ DATABASES: dict[str, dict[str, Any]] = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{_sqlite_path}")
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend with a flush that keeps the audit log's guards (moderation.db).
+    DATABASES["default"]["ENGINE"] = "common.sqlite"
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {

@@ -192,12 +192,19 @@ class Attachment(models.Model):
 
 
 class Report(models.Model):
-    """A user's report of a message, with the franking proof (PROTOCOL.md section 4).
+    """A user's report of a message (with the franking proof, PROTOCOL.md section 4) or
+    of a profile. docs/moderation.md.
 
-    ``content`` holds the payload only when the proof verified: then it is what the
-    sender really sent, disclosed by the reporter. Nothing else of the conversation
-    is ever shown to moderators.
+    ``content`` holds the payload only for a message report whose proof verified: then
+    it is what the sender really sent, disclosed by the reporter. The franking key is
+    kept so that the panel checks the proof again before it shows the content. Nothing
+    else of the conversation is ever shown to moderators. Reports change only through
+    ``moderation.services`` (assign, resolve), which write the audit log.
     """
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message", "Message"
+        PROFILE = "profile", "Profile"
 
     class Reason(models.TextChoices):
         SPAM = "spam", "Spam"
@@ -206,6 +213,7 @@ class Report(models.Model):
         VIOLENCE = "violence", "Violence or threats"
         SEXUAL = "sexual", "Sexual content"
         SELF_HARM = "self_harm", "Self-harm"
+        IMPERSONATION = "impersonation", "Impersonation"
         OTHER = "other", "Other"
 
     class Status(models.TextChoices):
@@ -213,6 +221,7 @@ class Report(models.Model):
         RESOLVED = "resolved", "Resolved"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MESSAGE)
     reporter = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -220,18 +229,58 @@ class Report(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, related_name="+")
-    message_sent_at = models.BigIntegerField(help_text="server_ts of the message (ms).")
+    message_sent_at = models.BigIntegerField(
+        null=True, blank=True, help_text="server_ts of the message (ms)."
+    )
     reason = models.CharField(max_length=16, choices=Reason.choices)
     comment = models.CharField(max_length=1000, blank=True)
     verified = models.BooleanField(default=False)
     content = models.TextField(blank=True)
+    franking_key = models.BinaryField(max_length=32, default=b"", editable=False)
+    # A profile report keeps the public profile as it was: it may change before review.
+    profile_snapshot = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(default=timezone.now)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="report_queue_idx"),
+            models.Index(fields=["reported_user", "-created_at"], name="report_against_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["reporter", "message"], name="report_once_per_message"),
+            models.UniqueConstraint(
+                fields=["reporter", "reported_user"],
+                condition=models.Q(kind="profile", status="open"),
+                name="report_profile_once_while_open",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="profile") | models.Q(message_sent_at__isnull=False),
+                name="report_message_has_time",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="open", resolved_at__isnull=True)
+                | models.Q(status="resolved", resolved_at__isnull=False),
+                name="report_resolved_has_time",
+            ),
         ]
 
     def __str__(self) -> str:

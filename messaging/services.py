@@ -895,8 +895,68 @@ def report_message(
             "comment": comment.strip()[:1000],
             "verified": True,
             "content": content,
+            "franking_key": franking_key,
         },
     )
     if not created:
         raise Conflict("already_reported", "You already reported this message.", field="message_id")
     return report
+
+
+def franking_proof_holds(*, report: Report) -> bool:
+    """Check a message report's proof again, from what the report keeps and the stored
+    message: the panel shows content only while this holds. A message erased since
+    (disappearing, deleted) keeps its tag and stamp, so its proof still checks."""
+    message = report.message
+    if report.kind != Report.Kind.MESSAGE or not report.verified or message is None:
+        return False
+    key = bytes(report.franking_key)
+    if len(key) != 32:
+        return False
+    payload = report.content.encode("utf-8")
+    tag = blake2b(payload, key=key, digest_size=32, encoder=RawEncoder)
+    stamp = franking_stamp(
+        franking_tag=bytes(message.franking_tag),
+        conversation_id=message.conversation_id,
+        sender_id=message.sender_id or uuid.UUID(int=0),
+        message_id=message.pk,
+        server_ts=message.server_ts,
+    )
+    return (
+        hmac.compare_digest(tag, bytes(message.franking_tag))
+        and hmac.compare_digest(stamp, bytes(message.franking_stamp))
+        and message.sender_id == report.reported_user_id
+    )
+
+
+@transaction.atomic
+def report_profile(*, reporter: User, reported: User, reason: str, comment: str = "") -> Report:
+    """Report a profile (handle, display name, bio, avatar). The public profile is kept
+    as it was, since it may change before a moderator looks. One open report per
+    reporter and profile."""
+    if reported.pk == reporter.pk:
+        raise ApplicationError("self_target", "You cannot report yourself.", field="handle")
+    if reason not in Report.Reason.values:
+        raise ApplicationError("invalid_choice", "Unknown reason.", field="reason")
+    snapshot = {
+        "handle": reported.handle,
+        "display_name": reported.display_name,
+        "bio": reported.bio,
+        "avatar": reported.avatar.name or "",
+    }
+    try:
+        with transaction.atomic():
+            return Report.objects.create(
+                kind=Report.Kind.PROFILE,
+                reporter=reporter,
+                reported_user=reported,
+                reason=reason,
+                comment=comment.strip()[:1000],
+                profile_snapshot=snapshot,
+            )
+    except IntegrityError as exc:
+        raise Conflict(
+            "already_reported",
+            "You already reported this profile; a moderator will look at it.",
+            field="handle",
+        ) from exc

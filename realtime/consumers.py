@@ -65,11 +65,9 @@ def _still_allowed(
     """None if the socket may open (or stay open); else the close code, reason and
     message. Checked before joining the groups and again after."""
     account = User.objects.filter(pk=user.pk).values("is_active", "suspended_until").first()
-    if (
-        account is None
-        or not account["is_active"]
-        or (account["suspended_until"] and account["suspended_until"] > timezone.now())
-    ):
+    if account is None or not account["is_active"]:
+        return CLOSE_SUSPENDED, "account_banned", "This account has been banned."
+    if account["suspended_until"] and account["suspended_until"] > timezone.now():
         return CLOSE_SUSPENDED, "account_suspended", "This account is suspended."
     revoked_at = Device.objects.filter(pk=device_id, user=user).values_list("revoked_at", flat=True)
     if not revoked_at:

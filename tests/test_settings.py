@@ -59,7 +59,7 @@ def test_embedded_default_needs_no_variables() -> None:
     result = manage("shell", "-v", "0", "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.sqlite3",
+        "common.sqlite",
         "channels.layers.InMemoryChannelLayer",
         "True",
         "django.core.mail.backends.console.EmailBackend",
