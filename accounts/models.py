@@ -98,7 +98,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     def __str__(self) -> str:
         return f"@{self.handle}"
 
-    def _session_hash(self, secret: str | None) -> str:
+    def _session_hash(self, secret: str | bytes | None) -> str:
         # Generation 0 keeps Django's own hash, so sessions made before the field
         # existed stay valid; any later generation makes a different hash.
         secret_input = self.password

@@ -2,12 +2,16 @@
 docs/moderation.md. Metadata only: no selector here returns message content other
 than a reported message whose franking proof holds."""
 
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from accounts.models import User
-from moderation.models import AccountWarning
+from accounts.models import Device, User
+from calls.models import Call
+from messaging.models import Membership, Message, Report
+from messaging.services import franking_proof_holds
+from moderation.models import AccountWarning, ModerationAction
 
 # --- Warnings, as their owner sees them ------------------------------------------------------
 
@@ -29,3 +33,106 @@ def warning_fields(warning: AccountWarning) -> dict[str, Any]:
             warning.acknowledged_at.isoformat() if warning.acknowledged_at else None
         ),
     }
+
+
+# --- The panel -------------------------------------------------------------------------------
+
+EARLIER_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class UserMetadata:
+    """What the panel knows of a user: counts and dates, never content or keys."""
+
+    user: User
+    state: str  # active, suspended or banned
+    status: str  # the state in words, with the end of a suspension
+    conversations: int
+    messages_sent: int
+    calls: int
+    active_devices: int
+    reports_against: int
+    reports_open_against: int
+    reports_filed: int
+    reports_filed_dismissed: int
+    warnings: int
+
+
+def user_status(user: User) -> str:
+    if not user.is_active:
+        return "banned"
+    if user.is_suspended and user.suspended_until is not None:
+        return f"suspended until {user.suspended_until:%Y-%m-%d %H:%M} UTC"
+    return "active"
+
+
+def user_metadata(*, user: User) -> UserMetadata:
+    """A fixed number of count queries, whatever the user's history."""
+    reports_against = Report.objects.filter(reported_user=user).aggregate(
+        total=Count("id"), open=Count("id", filter=Q(status=Report.Status.OPEN))
+    )
+    reports_filed = Report.objects.filter(reporter=user).aggregate(
+        total=Count("id"), dismissed=Count("id", filter=Q(resolution=ModerationAction.Kind.DISMISS))
+    )
+    return UserMetadata(
+        user=user,
+        state="banned" if not user.is_active else "suspended" if user.is_suspended else "active",
+        status=user_status(user),
+        conversations=Membership.objects.filter(user=user).count(),
+        messages_sent=Message.objects.filter(sender=user).count(),
+        calls=Call.objects.filter(Q(caller=user) | Q(callee=user)).count(),
+        active_devices=Device.objects.filter(user=user, revoked_at__isnull=True).count(),
+        reports_against=reports_against["total"],
+        reports_open_against=reports_against["open"],
+        reports_filed=reports_filed["total"],
+        reports_filed_dismissed=reports_filed["dismissed"],
+        warnings=AccountWarning.objects.filter(user=user).count(),
+    )
+
+
+def actions_on(*, user: User, limit: int = EARLIER_LIMIT) -> list[ModerationAction]:
+    return list(
+        ModerationAction.objects.filter(target=user)
+        .exclude(kind=ModerationAction.Kind.ASSIGN)
+        .select_related("report")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def reports_against(
+    *, user: User, exclude: Report | None = None, limit: int = EARLIER_LIMIT
+) -> list[Report]:
+    reports = Report.objects.filter(reported_user=user).select_related("reporter", "resolved_by")
+    if exclude is not None:
+        reports = reports.exclude(pk=exclude.pk)
+    return list(reports.order_by("-created_at")[:limit])
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    report: Report
+    # The reported message's text, only while its franking proof holds; else None.
+    verified_content: str | None
+    reporter: UserMetadata | None
+    reported: UserMetadata | None
+    earlier_reports: list[Report]
+    actions: list[ModerationAction]
+    report_actions: list[ModerationAction]
+
+
+def report_page(*, report: Report) -> ReportPage:
+    """Everything the report page shows. Of any conversation, only the reported
+    message's content, and only when the proof checks again now."""
+    content = report.content if franking_proof_holds(report=report) else None
+    reported = report.reported_user
+    return ReportPage(
+        report=report,
+        verified_content=content,
+        reporter=user_metadata(user=report.reporter) if report.reporter else None,
+        reported=user_metadata(user=reported) if reported else None,
+        earlier_reports=reports_against(user=reported, exclude=report) if reported else [],
+        actions=actions_on(user=reported) if reported else [],
+        report_actions=list(
+            ModerationAction.objects.filter(report=report).order_by("created_at", "id")
+        ),
+    )
