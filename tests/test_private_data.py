@@ -119,23 +119,28 @@ def test_admin_cannot_bypass_services() -> None:
 
 
 def test_a_moderator_cannot_promote_anyone() -> None:
-    from django.contrib.auth.models import Permission
+    """Users change only through moderation actions; roles only by staff admins."""
+    from moderation.roles import MODERATORS, STAFF_ADMINS
+    from moderation.tests.support import staff
 
-    moderator = make_user("mod_anna")
-    moderator.is_staff = True
-    moderator.save()
-    moderator.user_permissions.add(
-        *Permission.objects.filter(codename__in=["change_user", "view_user"])
-    )
+    moderator = staff(MODERATORS, "mod_anna")
     panel = Client()
     panel.force_login(moderator)
     url = f"/admin/accounts/user/{moderator.pk}/change/"
     page = panel.get(url).content.decode()
     assert 'name="is_superuser"' not in page
     assert 'name="is_staff"' not in page
+    assert 'name="role"' not in page
     response = panel.post(url, {"display_name": "x", "is_superuser": "on", "is_staff": "on",
                                 "dm_policy": "everyone", "call_policy": "following"})  # fmt: skip
-    assert response.status_code == 302, "the form was accepted"
+    assert response.status_code == 403
+    for role in (MODERATORS, STAFF_ADMINS):
+        refused = panel.post(
+            f"/admin/accounts/user/{moderator.pk}/role/",
+            {"role": role, "grant": "1", "reason": "me"},
+        )
+        assert refused.status_code == 403
     moderator.refresh_from_db()
-    assert moderator.display_name == "x"
+    assert moderator.display_name == ""
     assert moderator.is_superuser is False
+    assert list(moderator.groups.values_list("name", flat=True)) == [MODERATORS]
