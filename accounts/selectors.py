@@ -176,6 +176,22 @@ def user_get_visible(*, viewer: User, handle: str) -> User:
     return user
 
 
+def user_get_reportable(*, handle: str) -> User:
+    """The active user with this handle, for a report. Unlike profiles, a block does not
+    hide them: people are often blocked by whoever harasses them, and must still be
+    able to report them (it tells them only that the account exists, which they knew).
+    """
+    handle = handle.removeprefix("@")
+    user = (
+        User.objects.filter(handle__iexact=handle, is_active=True).first()
+        if HANDLE_RE.fullmatch(handle)
+        else None
+    )
+    if user is None:
+        raise NotFound("user_not_found", "No such user.", field="handle")
+    return user
+
+
 def users_visible_by_handles(*, viewer: User, handles: list[str]) -> list[User]:
     """The users with these handles (any case, @ optional), in one query; 404 naming the
     first handle that does not exist or is hidden from the viewer."""
