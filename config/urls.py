@@ -12,6 +12,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include(("messaging.api_urls", "messaging"), namespace="messaging")),
     path("", include(("calls.api_urls", "calls"), namespace="calls")),
     path("", include(("notifications.api_urls", "notifications"), namespace="notifications")),
+    path("", include(("moderation.api_urls", "moderation"), namespace="moderation")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -24,6 +25,7 @@ urlpatterns = [
     path("", include("messaging.urls")),
     path("", include("calls.urls")),
     path("", include("notifications.urls")),
+    path("", include("moderation.urls")),
     path("", include("accounts.urls")),
 ]
 

@@ -473,3 +473,43 @@ class ReportCreateApi(BaseApi):
             comment=values["comment"],
         )
         return Response(self.ReportOutputSerializer(report).data, status=status.HTTP_201_CREATED)
+
+
+class ProfileReportCreateApi(BaseApi):
+    """Report a profile (handle, display name, bio, avatar); the service keeps a copy of
+    it as it is now. 404 for an unknown or banned user; a user who blocks the caller
+    can still be reported (``user_get_reportable``)."""
+
+    throttle_scope = "reports"
+
+    class ProfileReportInputSerializer(serializers.Serializer):
+        reason = serializers.ChoiceField(choices=Report.Reason.choices)
+        comment = serializers.CharField(
+            max_length=1000, required=False, default="", allow_blank=True
+        )
+
+    class ProfileReportOutputSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        kind = serializers.CharField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=ProfileReportInputSerializer,
+        responses={201: ProfileReportOutputSerializer},
+        tags=["reports"],
+    )
+    def post(self, request: Request, handle: str) -> Response:
+        reporter = current_user(request)
+        reported = account_selectors.user_get_reportable(handle=handle)
+        data = self.ProfileReportInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        report = services.report_profile(
+            reporter=reporter,
+            reported=reported,
+            reason=values["reason"],
+            comment=values["comment"],
+        )
+        return Response(
+            self.ProfileReportOutputSerializer(report).data, status=status.HTTP_201_CREATED
+        )

@@ -55,4 +55,6 @@ urlpatterns = [
     ),
     path("sync", api.SyncApi.as_view(), name="sync"),
     path("reports", api.ReportCreateApi.as_view(), name="reports"),
+    # accounts.api_urls has other users/<handle>/... routes, none named "report".
+    path("users/<str:handle>/report", api.ProfileReportCreateApi.as_view(), name="profile-report"),
 ]

@@ -63,3 +63,27 @@ def message_user(request: HttpRequest, handle: str) -> HttpResponseRedirect:
         messages.error(request, error.message)
         return redirect("accounts:profile", handle=handle)
     return redirect("messaging:conversation", conversation_id=found.pk)
+
+
+@login_required
+@require_POST
+def report_profile(request: HttpRequest, handle: str) -> HttpResponseRedirect:
+    """The profile's Report form. The outcome, thanks or the reason it was refused,
+    shows on the profile as a message line."""
+    viewer = viewer_of(request)
+    try:
+        reported = account_selectors.user_get_reportable(handle=handle)
+    except NotFound as exc:
+        raise Http404 from exc
+    try:
+        services.report_profile(
+            reporter=viewer,
+            reported=reported,
+            reason=request.POST.get("reason", ""),
+            comment=request.POST.get("comment", ""),
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Reported. Thank you: our moderators will look at it.")
+    return redirect("accounts:profile", handle=reported.handle)

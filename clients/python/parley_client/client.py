@@ -837,6 +837,27 @@ class ParleyClient:
         )  # fmt: skip
         return result
 
+    def report_profile(self, handle: str, reason: str, comment: str = "") -> dict[str, Any]:
+        """Report a profile (handle, display name, bio, avatar): the server keeps it as it
+        is now for the moderators. Answers ``id``, ``kind`` ("profile"), ``created_at``."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/users/{handle.removeprefix('@')}/report",
+            json={"reason": reason, "comment": comment},
+        )  # fmt: skip
+        return result
+
+    # --- Warnings from moderators --------------------------------------------------------
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """Every warning a moderator gave this account, newest first; the unacknowledged
+        ones have ``acknowledged_at`` None (new ones also arrive as ``account.warning``)."""
+        return list(self.request("GET", "/me/warnings")["results"])
+
+    def acknowledge_warning(self, warning_id: int) -> dict[str, Any]:
+        """Say "I understand": the warning stops showing. Answers the warning."""
+        result: dict[str, Any] = self.request("POST", f"/me/warnings/{int(warning_id)}/acknowledge")
+        return result
+
     # --- Attachments ---------------------------------------------------------------------
 
     def upload_attachment(
