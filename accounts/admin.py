@@ -10,10 +10,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from accounts.models import ApiToken, Device, SecurityEvent
+from common.admin import PanelModelAdmin
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin[Device]):
+class DeviceAdmin(PanelModelAdmin[Device]):
     list_display = ("id", "user", "name", "registered_at", "last_seen_at", "revoked_at")
     list_filter = ("registered_at", "revoked_at")
     search_fields = ("user__handle", "user__email", "name")
@@ -29,7 +30,7 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+class ApiTokenAdmin(PanelModelAdmin[ApiToken]):
     list_display = ("prefix", "user", "name", "device", "created_at", "last_used_at", "revoked_at")
     list_filter = ("created_at", "revoked_at")
     search_fields = ("user__handle", "name")
@@ -45,7 +46,7 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(admin.ModelAdmin[SecurityEvent]):
+class SecurityEventAdmin(PanelModelAdmin[SecurityEvent]):
     list_display = ("user", "kind", "created_at", "emailed_at")
     list_filter = ("kind", "created_at")
     search_fields = ("user__handle",)

@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from calls.models import Call
+from common.admin import PanelModelAdmin
 
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(PanelModelAdmin):
     list_display = ["id", "caller", "callee", "media", "state", "end_reason", "created_at"]
     list_filter = ["state", "media", "end_reason"]
     list_select_related = ["caller", "callee"]

@@ -26,6 +26,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from common.admin import PanelModelAdmin
 from common.errors import ApplicationError
 from messaging.models import Report
 from moderation import selectors, services
@@ -44,6 +45,13 @@ def _moderator(request: HttpRequest) -> User:
     if not isinstance(request.user, User):
         raise PermissionDenied
     return request.user
+
+
+def _refuse_unoffered(request: HttpRequest, kinds: tuple[str, ...]) -> None:
+    """An action the form does not offer this role (a crafted POST) is a plain 403."""
+    requested = request.POST.get("action", "")
+    if requested in kinds and not services.moderator_can(_moderator(request), requested):
+        raise PermissionDenied
 
 
 def _form_error(form: Any, error: ApplicationError) -> None:
@@ -141,7 +149,7 @@ class AssignmentFilter(admin.SimpleListFilter):
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin[Report]):
+class ReportAdmin(PanelModelAdmin[Report]):
     list_display = (
         "created_at", "age", "kind", "reason", "verified", "reported", "against_count",
         "reporter_handle", "assignee_handle", "status",
@@ -196,11 +204,21 @@ class ReportAdmin(admin.ModelAdmin[Report]):
 
     @admin.action(description="Assign to me", permissions=["handle"])
     def assign_to_me(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
-        taken = 0
+        taken = skipped = 0
         for report_id in queryset.filter(status=Report.Status.OPEN).values_list("pk", flat=True):
-            services.report_assign(moderator=_moderator(request), report_id=report_id)
-            taken += 1
+            try:
+                services.report_assign(moderator=_moderator(request), report_id=report_id)
+            except ApplicationError:  # resolved meanwhile, or out of this moderator's reach
+                skipped += 1
+            else:
+                taken += 1
         self.message_user(request, f"{taken} open report(s) assigned to you.")
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} skipped: resolved meanwhile, or not yours to handle.",
+                messages.WARNING,
+            )
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
@@ -284,23 +302,25 @@ class ReportAdmin(admin.ModelAdmin[Report]):
         report = self._report(request, report_id)
         if not self.has_handle_permission(request):
             raise PermissionDenied
+        _refuse_unoffered(request, services.RESOLVING_ACTIONS)
         form = ActionForm(
             request.POST, moderator=_moderator(request), kinds=services.RESOLVING_ACTIONS
         )
+        status = 400
         if form.is_valid():
             try:
                 services.report_resolve(
                     moderator=_moderator(request), report_id=report.pk, action=form.action_input()
                 )
             except ApplicationError as error:
-                if error.status_code == 403:
-                    raise PermissionDenied from error
+                # A refusal keeps the form, with why (the role, the reach, the input).
                 _form_error(form, error)
+                status = error.status_code
             else:
                 messages.success(request, "Report resolved.")
                 return self._back(report)
         report.refresh_from_db()
-        return self._page(request, report, form, status=400)
+        return self._page(request, report, form, status=status)
 
 
 # --- Users -----------------------------------------------------------------------------------
@@ -326,7 +346,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(admin.ModelAdmin[User]):
+class UserAdmin(PanelModelAdmin[User]):
     """Users as metadata: never the phone number, keys, messages or ciphertext; the
     e-mail address only for staff admins."""
 
@@ -434,23 +454,25 @@ class UserAdmin(admin.ModelAdmin[User]):
 
     def _act(self, request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
         user = self._user(request, user_id)
+        _refuse_unoffered(request, services.USER_ACTIONS)
         form = ActionForm(request.POST, moderator=_moderator(request), kinds=services.USER_ACTIONS)
         if not form.has_choices:
             raise PermissionDenied
+        status = 400
         if form.is_valid():
             try:
                 services.user_moderate(
                     moderator=_moderator(request), user_id=user.pk, action=form.action_input()
                 )
             except ApplicationError as error:
-                if error.status_code == 403:
-                    raise PermissionDenied from error
+                # A refusal keeps the form, with why (the role, the reach, the input).
                 _form_error(form, error)
+                status = error.status_code
             else:
                 messages.success(request, "Done. The audit log has it.")
                 return self._back(user)
         user.refresh_from_db()
-        return self._page(request, user, form=form, status=400)
+        return self._page(request, user, form=form, status=status)
 
     def role_view(self, request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
         return require_POST(self._role)(request, user_id)
@@ -460,6 +482,7 @@ class UserAdmin(admin.ModelAdmin[User]):
         if not self._can_manage_roles(request):
             raise PermissionDenied
         form = RoleForm(request.POST)
+        status = 400
         if form.is_valid():
             change = services.role_grant if form.cleaned_data["grant"] else services.role_revoke
             try:
@@ -470,21 +493,21 @@ class UserAdmin(admin.ModelAdmin[User]):
                     reason=form.cleaned_data["reason"],
                 )
             except ApplicationError as error:
-                if error.status_code == 403:
-                    raise PermissionDenied from error
+                # A refusal keeps the form, with why (the role, the reach, the input).
                 _form_error(form, error)
+                status = error.status_code
             else:
                 messages.success(request, "Roles changed. The audit log has it.")
                 return self._back(user)
         user.refresh_from_db()
-        return self._page(request, user, role_form=form, status=400)
+        return self._page(request, user, role_form=form, status=status)
 
 
 # --- The audit log ---------------------------------------------------------------------------
 
 
 @admin.register(ModerationAction)
-class ModerationActionAdmin(admin.ModelAdmin[ModerationAction]):
+class ModerationActionAdmin(PanelModelAdmin[ModerationAction]):
     """Read-only, for everyone: the model has no add, change or delete permission."""
 
     list_display = ("created_at", "moderator_handle", "kind", "target_link", "report_link", "until")

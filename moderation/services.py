@@ -195,6 +195,14 @@ def user_moderate(*, moderator: User, user_id: uuid.UUID, action: ActionInput) -
     return _act(moderator=moderator, target=_locked_user(user_id), action=action, report=None)
 
 
+def _check_report_reach(moderator: User, report: Report) -> None:
+    """A report is handled by whoever may act on the reported user: no one handles a
+    report against themselves, and only staff admins those against staff."""
+    if report.reported_user_id is not None:
+        target = User.objects.get(pk=report.reported_user_id)
+        _check_reach(moderator, target)
+
+
 def _locked_open_report(report_id: uuid.UUID) -> Report:
     report = Report.objects.select_for_update().filter(pk=report_id).first()
     if report is None:
@@ -210,6 +218,7 @@ def report_assign(*, moderator: User, report_id: uuid.UUID) -> Report:
     someone else is allowed (they may be away) and audited like any other."""
     _require(moderator, Kind.ASSIGN)
     report = _locked_open_report(report_id)
+    _check_report_reach(moderator, report)
     if report.assignee_id == moderator.pk:
         return report
     previous = report.assignee.handle if report.assignee else ""
@@ -232,6 +241,7 @@ def report_resolve(*, moderator: User, report_id: uuid.UUID, action: ActionInput
     _require(moderator, Kind.DISMISS)
     _require(moderator, action.kind)
     report = _locked_open_report(report_id)
+    _check_report_reach(moderator, report)
     if action.kind == Kind.DISMISS:
         _audit(
             moderator=moderator, kind=Kind.DISMISS, reason=_reason(action.reason),

@@ -4,11 +4,12 @@ Push endpoints and keys are not shown (an endpoint is a credential to push to a 
 from django.contrib import admin
 from django.http import HttpRequest
 
+from common.admin import PanelModelAdmin
 from notifications.models import Delivery
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(PanelModelAdmin):
     list_display = ["created_at", "user", "channel", "state", "attempts", "detail"]
     list_filter = ["channel", "state"]
     list_select_related = ["user"]
