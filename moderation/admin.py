@@ -10,12 +10,12 @@ forms post to the small views below.
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -36,6 +36,7 @@ from moderation.panel import unregister_groups
 from moderation.roles import ROLE_PERMISSIONS
 
 Kind = ModerationAction.Kind
+_M = TypeVar("_M", bound=Model)
 
 unregister_groups(admin.site)
 
@@ -68,6 +69,39 @@ def _reports_against_count() -> Coalesce:
         .values("n")
     )
     return Coalesce(Subquery(counted), 0)
+
+
+class OwnPageAdmin(PanelModelAdmin[_M]):
+    """A page of our own instead of Django's change form (``_page``); its forms post to
+    their own views, which call the services. Nothing is ever saved from this page."""
+
+    def _get(self, request: HttpRequest, object_id: Any) -> _M:
+        raise NotImplementedError
+
+    def _page(self, request: HttpRequest, obj: _M) -> TemplateResponse:
+        raise NotImplementedError
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method != "GET":
+            raise PermissionDenied
+        try:
+            pk = uuid.UUID(unquote(object_id))
+        except ValueError:
+            raise Http404 from None
+        return self._page(request, self._get(request, pk))
+
+
+def _back(obj: Report | User) -> HttpResponseRedirect:
+    opts = obj._meta
+    return HttpResponseRedirect(
+        reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    )
 
 
 # --- The report queue and report pages -------------------------------------------------------
@@ -149,7 +183,7 @@ class AssignmentFilter(admin.SimpleListFilter):
 
 
 @admin.register(Report)
-class ReportAdmin(PanelModelAdmin[Report]):
+class ReportAdmin(OwnPageAdmin[Report]):
     list_display = (
         "created_at", "age", "kind", "reason", "verified", "reported", "against_count",
         "reporter_handle", "assignee_handle", "status",
@@ -254,7 +288,7 @@ class ReportAdmin(PanelModelAdmin[Report]):
         }
         return TemplateResponse(request, "admin/moderation/report.html", context, status=status)
 
-    def _report(self, request: HttpRequest, report_id: Any) -> Report:
+    def _get(self, request: HttpRequest, report_id: Any) -> Report:
         if not self.has_view_permission(request):
             raise PermissionDenied
         queryset = Report.objects.select_related(
@@ -262,29 +296,11 @@ class ReportAdmin(PanelModelAdmin[Report]):
         )
         return get_object_or_404(queryset, pk=report_id)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        if request.method != "GET":
-            raise PermissionDenied  # reports change only through the forms' own views
-        try:
-            report_id = uuid.UUID(unquote(object_id))
-        except ValueError:
-            raise Http404 from None
-        return self._page(request, self._report(request, report_id))
-
-    def _back(self, report: Report) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:messaging_report_change", args=[report.pk]))
-
     def assign_view(self, request: HttpRequest, report_id: uuid.UUID) -> HttpResponse:
         return require_POST(self._assign)(request, report_id)
 
     def _assign(self, request: HttpRequest, report_id: uuid.UUID) -> HttpResponse:
-        report = self._report(request, report_id)
+        report = self._get(request, report_id)
         if not self.has_handle_permission(request):
             raise PermissionDenied
         try:
@@ -293,13 +309,13 @@ class ReportAdmin(PanelModelAdmin[Report]):
             messages.error(request, error.message)
         else:
             messages.success(request, "Assigned to you.")
-        return self._back(report)
+        return _back(report)
 
     def resolve_view(self, request: HttpRequest, report_id: uuid.UUID) -> HttpResponse:
         return require_POST(self._resolve)(request, report_id)
 
     def _resolve(self, request: HttpRequest, report_id: uuid.UUID) -> HttpResponse:
-        report = self._report(request, report_id)
+        report = self._get(request, report_id)
         if not self.has_handle_permission(request):
             raise PermissionDenied
         _refuse_unoffered(request, services.RESOLVING_ACTIONS)
@@ -318,7 +334,7 @@ class ReportAdmin(PanelModelAdmin[Report]):
                 status = error.status_code
             else:
                 messages.success(request, "Report resolved.")
-                return self._back(report)
+                return _back(report)
         report.refresh_from_db()
         return self._page(request, report, form, status=status)
 
@@ -346,7 +362,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(PanelModelAdmin[User]):
+class UserAdmin(OwnPageAdmin[User]):
     """Users as metadata: never the phone number, keys, messages or ciphertext; the
     e-mail address only for staff admins."""
 
@@ -402,7 +418,7 @@ class UserAdmin(PanelModelAdmin[User]):
     def _can_manage_roles(self, request: HttpRequest) -> bool:
         return bool(request.user.is_superuser or request.user.has_perm("moderation.manage_roles"))
 
-    def _user(self, request: HttpRequest, user_id: Any) -> User:
+    def _get(self, request: HttpRequest, user_id: Any) -> User:
         if not self.has_view_permission(request):
             raise PermissionDenied
         return get_object_or_404(User, pk=user_id)
@@ -431,29 +447,11 @@ class UserAdmin(PanelModelAdmin[User]):
         }
         return TemplateResponse(request, "admin/moderation/user.html", context, status=status)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        if request.method != "GET":
-            raise PermissionDenied  # users change only through the forms' own views
-        try:
-            user_id = uuid.UUID(unquote(object_id))
-        except ValueError:
-            raise Http404 from None
-        return self._page(request, self._user(request, user_id))
-
-    def _back(self, user: User) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
-
     def act_view(self, request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
         return require_POST(self._act)(request, user_id)
 
     def _act(self, request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
-        user = self._user(request, user_id)
+        user = self._get(request, user_id)
         _refuse_unoffered(request, services.USER_ACTIONS)
         form = ActionForm(request.POST, moderator=_moderator(request), kinds=services.USER_ACTIONS)
         if not form.has_choices:
@@ -470,7 +468,7 @@ class UserAdmin(PanelModelAdmin[User]):
                 status = error.status_code
             else:
                 messages.success(request, "Done. The audit log has it.")
-                return self._back(user)
+                return _back(user)
         user.refresh_from_db()
         return self._page(request, user, form=form, status=status)
 
@@ -478,7 +476,7 @@ class UserAdmin(PanelModelAdmin[User]):
         return require_POST(self._role)(request, user_id)
 
     def _role(self, request: HttpRequest, user_id: uuid.UUID) -> HttpResponse:
-        user = self._user(request, user_id)
+        user = self._get(request, user_id)
         if not self._can_manage_roles(request):
             raise PermissionDenied
         form = RoleForm(request.POST)
@@ -498,7 +496,7 @@ class UserAdmin(PanelModelAdmin[User]):
                 status = error.status_code
             else:
                 messages.success(request, "Roles changed. The audit log has it.")
-                return self._back(user)
+                return _back(user)
         user.refresh_from_db()
         return self._page(request, user, role_form=form, status=status)
 
