@@ -31,9 +31,9 @@ def panel(user: User | None) -> Client:
     return client
 
 
-def send_text(sender: Person, conversation_id: str, recipients: list[Person], text: str) -> tuple[
-    Message, dict[str, Any]
-]:
+def send_text(
+    sender: Person, conversation_id: str, recipients: list[Person], text: str
+) -> tuple[Message, dict[str, Any]]:
     """One encrypted message; returns it with its secrets (payload bytes, K, FK)."""
     body, secrets = envelope(
         sender=sender.phones[0], conversation_id=conversation_id,
