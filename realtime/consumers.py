@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, Device, User
 from common.api import error_body
 from common.errors import ApplicationError
+from moderation.selectors import warning_fields, warnings_for
 from notifications.selectors import unread_count
 from realtime import presence
 from realtime.auth import SocketIdentity
@@ -36,6 +37,8 @@ from realtime.publish import (
     CLOSE_UNKNOWN_DEVICE,
 )
 from realtime.registry import SocketContext, handler_for
+
+HELLO_WARNINGS = 5  # as many as the site's banner shows at once
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,13 @@ def _still_allowed(
     if identity.session_key and not _session_store(identity.session_key).load():
         return CLOSE_LOGGED_OUT, "logged_out", "That session has ended."
     return None
+
+
+def _open_warnings(user: User) -> list[dict[str, Any]]:
+    return [
+        warning_fields(warning)
+        for warning in warnings_for(user=user, unacknowledged_only=True)[:HELLO_WARNINGS]
+    ]
 
 
 async def _presence(action: Any, user_id: uuid.UUID, socket_id: str) -> None:
@@ -146,11 +156,15 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         await _presence(presence.socket_open, user.pk, self.channel_name)
         self._presence_task = asyncio.create_task(self._keep_present(user.pk))
         unread = await database_sync_to_async(unread_count)(user=user)
+        warnings = await database_sync_to_async(_open_warnings)(user)
         await self._send_event(
             {
                 "type": "hello", "user_id": str(user.pk), "device_id": str(device_id),
                 # The badge as of now: a client that reconnects needs no request for it.
                 "notifications_unread": unread,
+                # Warnings not yet acknowledged: one given while the client was away
+                # shows at once, again with no request.
+                "account_warnings": warnings,
             }
         )  # fmt: skip
 

@@ -19,7 +19,7 @@ from messaging.tests.support import connect, person
 from moderation.context_processors import warnings as warnings_context
 from moderation.models import AccountWarning
 from moderation.roles import MODERATORS
-from moderation.services import ActionInput, user_moderate
+from moderation.services import ActionInput, user_moderate, warning_acknowledge
 
 BANNER = "A moderator warned your account: "
 
@@ -274,3 +274,30 @@ async def test_the_warning_reaches_the_users_sockets_and_no_one_elses() -> None:
     assert await bobs.receive_nothing(timeout=0.3), "others hear nothing"
     await alices.disconnect()
     await bobs.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_opened_later_gets_the_unacknowledged_warnings_in_its_hello() -> None:
+    """A warning given while the client was away shows when it reconnects, with no
+    request of its own (the hello carries it)."""
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    alice = await sync_to_async(person)("alice")
+    moderator = await sync_to_async(make_moderator)()
+    first = await sync_to_async(warn)(moderator, alice.user, "First.")
+    second = await sync_to_async(warn)(moderator, alice.user, "Second.")
+    await sync_to_async(warning_acknowledge)(user=alice.user, warning_id=first.pk)
+    phone = alice.phones[0]
+    socket = WebsocketCommunicator(
+        application,
+        f"/ws/?device={phone.device.pk}",
+        headers=[(b"authorization", f"Bearer {phone.key}".encode())],
+    )
+    connected, _ = await socket.connect()
+    assert connected
+    hello = await socket.receive_json_from()
+    assert hello["type"] == "hello"
+    assert hello["account_warnings"] == [await sync_to_async(fields)(second)]
+    await socket.disconnect()

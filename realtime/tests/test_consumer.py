@@ -68,6 +68,7 @@ async def test_token_socket_says_hello_and_answers_ping() -> None:
         "user_id": str(alice["user"].pk),
         "device_id": str(alice["device"].pk),
         "notifications_unread": 0,
+        "account_warnings": [],
     }
     await comm.send_json_to({"type": "ping", "id": 7})
     assert await comm.receive_json_from() == {"type": "pong", "ref": 7}

@@ -115,6 +115,7 @@ async def test_app_connects_with_its_token_and_keeps_the_socket_through_bad_fram
             "user_id": str(alice.user_id),
             "device_id": str(device.device_id),
             "notifications_unread": 0,
+            "account_warnings": [],
         }
         await ws.send("{broken")
         assert (await receive(ws))["error"]["code"] == "invalid_json"

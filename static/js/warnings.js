@@ -1,10 +1,9 @@
 // A moderator's warning, on every signed-in page (loaded by base.html). The server
 // renders the banner of every unacknowledged warning (templates/moderation/_warnings.html);
-// this adds one live when the socket's `account.warning` arrives, and after a reconnect
-// re-reads the list (the socket is a doorbell: docs/realtime.md). "I understand" is the
+// this adds one live when the socket's `account.warning` arrives, and those that the
+// socket's hello lists (after a reconnect the page may have missed one: docs/realtime.md). "I understand" is the
 // same form as the server's: a POST to /warnings/<id>/acknowledge (moderation/urls.py).
 
-import { api } from "./api.js";
 import { loadAccount } from "./keystore.js";
 import { pageUser } from "./parley.js";
 import { LiveSocket } from "./socket.js";
@@ -37,22 +36,10 @@ function showWarning(warning) {
   container.prepend(banner); // newest first, as the server renders them
 }
 
-async function refreshWarnings() {
-  try {
-    const { results } = await api("GET", "/me/warnings");
-    // The API answers newest first; prepending oldest first keeps that order.
-    for (const warning of [...results].reverse()) showWarning(warning);
-  } catch {
-    // Offline: the next (re)connect or page tries again.
-  }
-}
-
-let connectedBefore = false;
-
-function onConnected() {
-  // The page was rendered with the warnings of its time: only a reconnect may have missed one.
-  if (connectedBefore) refreshWarnings();
-  connectedBefore = true;
+function onConnected(hello) {
+  // The hello carries the warnings not yet acknowledged: one given while this page was
+  // away (a lost connection) shows now, with no request of its own.
+  for (const warning of [...(hello?.account_warnings || [])].reverse()) showWarning(warning);
 }
 
 function onEvent(frame) {
