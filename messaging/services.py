@@ -833,6 +833,17 @@ def attachment_upload(
 # --- Reports (PROTOCOL.md section 4) ---------------------------------------------------------
 
 
+def _stamp_of(message: Message) -> bytes:
+    """The stamp the server gave ``message`` when it stored it, computed again."""
+    return franking_stamp(
+        franking_tag=bytes(message.franking_tag),
+        conversation_id=message.conversation_id,
+        sender_id=message.sender_id or uuid.UUID(int=0),
+        message_id=message.pk,
+        server_ts=message.server_ts,
+    )
+
+
 @transaction.atomic
 def report_message(
     *,
@@ -859,13 +870,7 @@ def report_message(
     if reason not in Report.Reason.values:
         raise ApplicationError("invalid_choice", "Unknown reason.", field="reason")
     tag = blake2b(payload, key=franking_key, digest_size=32, encoder=RawEncoder)
-    stamp = franking_stamp(
-        franking_tag=bytes(message.franking_tag),
-        conversation_id=message.conversation_id,
-        sender_id=message.sender_id or uuid.UUID(int=0),
-        message_id=message.pk,
-        server_ts=message.server_ts,
-    )
+    stamp = _stamp_of(message)
     if not hmac.compare_digest(tag, bytes(message.franking_tag)):
         raise ApplicationError(
             "invalid_franking_proof",
@@ -915,13 +920,7 @@ def franking_proof_holds(*, report: Report) -> bool:
         return False
     payload = report.content.encode("utf-8")
     tag = blake2b(payload, key=key, digest_size=32, encoder=RawEncoder)
-    stamp = franking_stamp(
-        franking_tag=bytes(message.franking_tag),
-        conversation_id=message.conversation_id,
-        sender_id=message.sender_id or uuid.UUID(int=0),
-        message_id=message.pk,
-        server_ts=message.server_ts,
-    )
+    stamp = _stamp_of(message)
     return (
         hmac.compare_digest(tag, bytes(message.franking_tag))
         and hmac.compare_digest(stamp, bytes(message.franking_stamp))

@@ -9,14 +9,12 @@ forms post to the small views below.
 """
 
 import uuid
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -60,17 +58,6 @@ def _form_error(form: Any, error: ApplicationError) -> None:
     form.add_error(field, error.message)
 
 
-def _reports_against_count() -> Coalesce:
-    counted = (
-        Report.objects.filter(reported_user=OuterRef("reported_user"))
-        .order_by()
-        .values("reported_user")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted), 0)
-
-
 class OwnPageAdmin(PanelModelAdmin[_M]):
     """A page of our own instead of Django's change form (``_page``); its forms post to
     their own views, which call the services. Nothing is ever saved from this page."""
@@ -110,31 +97,14 @@ def _back(obj: Report | User) -> HttpResponseRedirect:
 class AgeFilter(admin.SimpleListFilter):
     title = "age"
     parameter_name = "age"
-    BUCKETS: dict[str, tuple[timedelta | None, timedelta | None]] = {
-        "hour": (None, timedelta(hours=1)),
-        "day": (timedelta(hours=1), timedelta(days=1)),
-        "week": (timedelta(days=1), timedelta(days=7)),
-        "older": (timedelta(days=7), None),
-    }
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            ("hour", "Under an hour"),
-            ("day", "1 to 24 hours"),
-            ("week", "1 to 7 days"),
-            ("older", "Over 7 days"),
-        ]
+        return [(age.key, age.label) for age in selectors.REPORT_AGES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Report]) -> QuerySet[Report]:
-        bucket = self.BUCKETS.get(self.value() or "")
-        if bucket is None:
-            return queryset
-        now = timezone.now()
-        youngest, oldest = bucket
-        if youngest is not None:
-            queryset = queryset.filter(created_at__lte=now - youngest)
-        if oldest is not None:
-            queryset = queryset.filter(created_at__gt=now - oldest)
+        for age in selectors.REPORT_AGES:
+            if age.key == self.value():
+                return queryset.filter(age.q(timezone.now()))
         return queryset
 
 
@@ -209,7 +179,11 @@ class ReportAdmin(OwnPageAdmin[Report]):
         return bool(request.user.has_perm("moderation.handle_report"))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
-        return super().get_queryset(request).annotate(reports_against=_reports_against_count())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(reports_against=selectors.reports_against_count("reported_user"))
+        )
 
     @admin.display(description="Age")
     def age(self, report: Report) -> str:
@@ -390,14 +364,7 @@ class UserAdmin(OwnPageAdmin[User]):
         return ("handle", "display_name")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
-        against = (
-            Report.objects.filter(reported_user=OuterRef("pk"))
-            .order_by()
-            .values("reported_user")
-            .annotate(n=Count("id"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(reports=Coalesce(Subquery(against), 0))
+        return super().get_queryset(request).annotate(reports=selectors.reports_against_count("pk"))
 
     @admin.display(description="Status")
     def status(self, user: User) -> str:

@@ -21,6 +21,7 @@ from accounts.models import User
 from calls.models import Call
 from messaging.models import Message, Report
 from moderation.models import ModerationAction
+from moderation.selectors import REPORT_AGES
 
 DAYS = 30
 DAY_MS = 86_400_000
@@ -83,19 +84,10 @@ class Chart:
 
 def open_reports_by_age(*, now: datetime) -> list[Point]:
     """Open reports in four age buckets, counted in one query."""
-    hour, day, week = (now - timedelta(hours=1), now - timedelta(days=1), now - timedelta(days=7))
     counts = Report.objects.filter(status=Report.Status.OPEN).aggregate(
-        under_hour=Count("pk", filter=Q(created_at__gt=hour)),
-        under_day=Count("pk", filter=Q(created_at__gt=day, created_at__lte=hour)),
-        under_week=Count("pk", filter=Q(created_at__gt=week, created_at__lte=day)),
-        older=Count("pk", filter=Q(created_at__lte=week)),
+        **{age.key: Count("pk", filter=age.q(now)) for age in REPORT_AGES}
     )
-    return [
-        Point("< 1 hour", counts["under_hour"]),
-        Point("1\N{EN DASH}24 hours", counts["under_day"]),
-        Point("1\N{EN DASH}7 days", counts["under_week"]),
-        Point("> 7 days", counts["older"]),
-    ]
+    return [Point(age.label, counts[age.key]) for age in REPORT_AGES]
 
 
 def last_days(*, now: datetime, days: int = DAYS) -> list[date]:

@@ -3,9 +3,11 @@ docs/moderation.md. Metadata only: no selector here returns message content othe
 than a reported message whose franking proof holds."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from accounts.models import Device, User
 from calls.models import Call
@@ -36,6 +38,46 @@ def warning_fields(warning: AccountWarning) -> dict[str, Any]:
 
 
 # --- The panel -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportAge:
+    """One age bucket of open reports: the queue's filter and the dashboard's chart."""
+
+    key: str
+    label: str
+    older_than: timedelta | None
+    younger_than: timedelta | None
+
+    def q(self, now: datetime) -> Q:
+        condition = Q()
+        if self.older_than is not None:
+            condition &= Q(created_at__lte=now - self.older_than)
+        if self.younger_than is not None:
+            condition &= Q(created_at__gt=now - self.younger_than)
+        return condition
+
+
+REPORT_AGES = (
+    ReportAge("hour", "< 1 hour", None, timedelta(hours=1)),
+    ReportAge("day", "1\N{EN DASH}24 hours", timedelta(hours=1), timedelta(days=1)),
+    ReportAge("week", "1\N{EN DASH}7 days", timedelta(days=1), timedelta(days=7)),
+    ReportAge("older", "> 7 days", timedelta(days=7), None),
+)
+
+
+def reports_against_count(user_ref: str) -> Coalesce:
+    """How many reports name the user at ``OuterRef(user_ref)``: a subquery to annotate
+    a list with, so the count costs no query per row."""
+    counted = (
+        Report.objects.filter(reported_user=OuterRef(user_ref))
+        .order_by()
+        .values("reported_user")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted), 0)
+
 
 EARLIER_LIMIT = 20
 

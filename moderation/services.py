@@ -195,15 +195,9 @@ def user_moderate(*, moderator: User, user_id: uuid.UUID, action: ActionInput) -
     return _act(moderator=moderator, target=_locked_user(user_id), action=action, report=None)
 
 
-def _check_report_reach(moderator: User, report: Report) -> None:
-    """A report is handled by whoever may act on the reported user: no one handles a
-    report against themselves, and only staff admins those against staff."""
-    if report.reported_user_id is not None:
-        target = User.objects.get(pk=report.reported_user_id)
-        _check_reach(moderator, target)
-
-
 def _locked_open_report(report_id: uuid.UUID) -> Report:
+    # No one handles a report against themselves, and only staff admins those against
+    # staff: callers check ``_check_reach`` on the reported user.
     report = Report.objects.select_for_update().filter(pk=report_id).first()
     if report is None:
         raise NotFound("report_not_found", "No such report.", field="report")
@@ -218,7 +212,8 @@ def report_assign(*, moderator: User, report_id: uuid.UUID) -> Report:
     someone else is allowed (they may be away) and audited like any other."""
     _require(moderator, Kind.ASSIGN)
     report = _locked_open_report(report_id)
-    _check_report_reach(moderator, report)
+    if report.reported_user is not None:
+        _check_reach(moderator, report.reported_user)
     if report.assignee_id == moderator.pk:
         return report
     previous = report.assignee.handle if report.assignee else ""
@@ -241,16 +236,17 @@ def report_resolve(*, moderator: User, report_id: uuid.UUID, action: ActionInput
     _require(moderator, Kind.DISMISS)
     _require(moderator, action.kind)
     report = _locked_open_report(report_id)
-    _check_report_reach(moderator, report)
+    target = _locked_user(report.reported_user_id) if report.reported_user_id else None
+    if target is not None:
+        _check_reach(moderator, target)
     if action.kind == Kind.DISMISS:
         _audit(
             moderator=moderator, kind=Kind.DISMISS, reason=_reason(action.reason),
-            target=report.reported_user, report=report,
+            target=target, report=report,
         )  # fmt: skip
+    elif target is None:
+        raise Conflict("user_gone", "The reported account no longer exists.", field="report")
     else:
-        if report.reported_user_id is None:
-            raise Conflict("user_gone", "The reported account no longer exists.", field="report")
-        target = _locked_user(report.reported_user_id)
         _act(moderator=moderator, target=target, action=action, report=report)
     report.status = Report.Status.RESOLVED
     report.resolved_by = moderator

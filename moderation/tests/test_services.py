@@ -51,7 +51,7 @@ def test_a_valid_proof_shows_exactly_the_reported_message_and_nothing_else() -> 
         for secret in (message.ciphertext, message.nonce, message.franking_tag,
                        message.franking_stamp):  # fmt: skip
             assert b64u_encode(bytes(secret)) not in page
-        assert bytes(secret).hex() not in page
+            assert bytes(secret).hex() not in page
         for wrap in message.keys.values():
             assert wrap not in page
     assert b64u_encode(bytes(report.franking_key)) not in page
@@ -378,7 +378,7 @@ def test_the_url_filters_only_through_the_pages_own_filters(query: str) -> None:
     phone number or a report's hidden text letter by letter."""
     admin = staff(STAFF_ADMINS)
     assert panel(admin).get(query).status_code == 400
-    assert panel(admin).get(query.split("?")[0] + "?status=open").status_code in (200, 400)
+    assert panel(admin).get(query.split("?")[0]).status_code == 200  # the page itself
 
 
 def test_the_pages_own_filters_still_work() -> None:
