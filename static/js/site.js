@@ -11,6 +11,7 @@
 import { forgetBrowser, pageUser } from "./parley.js";
 import { bootCalls } from "./calls.js";
 import { bootNotifications, turnPushOff } from "./notifications.js";
+import { stopLiveSockets } from "./socket.js";
 
 // A sign-out waits this long at most for the push service.
 const PUSH_OFF_WAIT_MS = 3000;
@@ -24,6 +25,9 @@ for (const form of document.querySelectorAll("form.logout-form")) {
     event.preventDefault();
     if (form.dataset.forgetting) return; // a second click while the first one works
     form.dataset.forgetting = "1";
+    // First, so that nothing of this page (a reconnect, a hello's requests) acts for
+    // the device that signing out revokes.
+    stopLiveSockets();
     const me = pageUser();
     try {
       await Promise.race([turnPushOff(), new Promise((resolve) => setTimeout(resolve, PUSH_OFF_WAIT_MS))]);

@@ -165,6 +165,22 @@ export class LiveSocket {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
+  /** Close for good: no reconnect, no more events or hellos (signing out). */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.heartbeat);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      ws.close();
+    }
+    this.lost();
+    if (sockets.get(this.deviceId) === this) sockets.delete(this.deviceId);
+  }
+
   retryNow() {
     if (this.stopped || this.ws) return;
     clearTimeout(this.timer);
@@ -197,4 +213,10 @@ export class LiveSocket {
       this.pending.set(id, { resolve, reject, timer });
     });
   }
+}
+
+/** Stop every live socket of this page: signing out revokes the device, and a hello
+ * arriving after that would send requests on behalf of a device that is gone. */
+export function stopLiveSockets() {
+  for (const socket of [...sockets.values()]) socket.stop();
 }

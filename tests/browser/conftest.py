@@ -55,7 +55,10 @@ class PageErrors:
 
     def console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
-            self.messages.append(f"console: {message.text}")
+            # The resource's address says which request failed ("Failed to load
+            # resource" alone does not).
+            where = message.location.get("url") or ""
+            self.messages.append(f"console: {message.text} ({where})")
 
     def exception(self, error: Exception) -> None:
         self.messages.append(f"pageerror: {error}")
