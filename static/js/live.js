@@ -21,15 +21,24 @@ const ENDED = {
  */
 export function goLive(client, { statusLine, onMessage, onEvent, onCaughtUp }) {
   const delivered = new Map(); // conversationId -> highest seq acknowledged
+  // Acks the socket could not take (it dropped meanwhile): they go at the next connect,
+  // on the socket, rather than as a request that a browser gone offline would lose.
+  const unsent = new Map(); // conversationId -> highest seq
+
+  function sendAck(conversationId, seq) {
+    if (socket.send({ type: "message.ack", conversation_id: conversationId, seq })) unsent.delete(conversationId);
+    else unsent.set(conversationId, seq);
+  }
 
   function acknowledge(received) {
     const { conversation_id: conversationId, seq, sender_id: senderId } = received.message;
     if (senderId === client.userId || seq <= (delivered.get(conversationId) || 0)) return;
     delivered.set(conversationId, seq);
-    socket.send({ type: "message.ack", conversation_id: conversationId, seq }) || client.delivered(conversationId, seq).catch(() => {});
+    sendAck(conversationId, seq);
   }
 
   async function catchUp() {
+    for (const [conversationId, seq] of [...unsent]) sendAck(conversationId, seq);
     try {
       const received = await client.sync();
       for (const item of received) {
