@@ -163,7 +163,22 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "parley"},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # Longer than the layer's blocking read (5 s): redis-py 8 reads
+                        # time out after 5 s by default, which closed every socket that
+                        # sat idle that long with 1011.
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
+                "prefix": "parley",
+                # Events waiting for one server process, all of its sockets together:
+                # the default (100) dropped events under a burst (docs/performance.md).
+                "capacity": 2000,
+            },
         }
     }
 else:

@@ -187,3 +187,19 @@ async def test_events_cross_daphne_processes_through_redis(start_daphne: Any) ->
         closing = await receive_until(ws, "closing")
         assert closing["code"] == 4005
         await expect_closed(ws, 4005)
+
+
+async def test_an_idle_socket_stays_open_and_still_gets_events(daphne_server: LiveServer) -> None:
+    """Longer idle than the channel layer's blocking read (5 s): with Redis, a client
+    timeout shorter than that read closed every idle socket with 1011."""
+    alice = await sign_up(daphne_server)
+    device = await alice.register_device()
+    async with alice.socket(device.device_id) as ws:
+        assert (await receive(ws))["type"] == "hello"
+        await asyncio.sleep(7)
+        bob = await sign_up(daphne_server)
+        async with bob.http() as client:
+            response = await client.post(f"/users/{alice.handle}/follow")
+        assert response.status_code == 204, response.text
+        event = await receive_until(ws, "follow.new")
+        assert event["follower"]["handle"] == bob.handle
