@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from nacl.encoding import RawEncoder
 from nacl.hash import blake2b
@@ -411,29 +412,33 @@ def _check_sender_device(*, sender: User, device_id: uuid.UUID, token: ApiToken 
     return device
 
 
-def _check_may_send(*, sender: User, conversation: Conversation, membership: Membership) -> None:
+def _check_may_send(
+    *,
+    sender: User,
+    conversation: Conversation,
+    membership: Membership,
+    memberships: list[Membership] | None = None,
+) -> None:
+    """``memberships``: all of the conversation's, when the caller has them already."""
     if membership.state != Membership.State.ACCEPTED:
         raise PermissionDenied(
             "request_not_accepted", "Accept the message request before replying."
         )
     if conversation.kind != Conversation.Kind.DIRECT:
         return
-    peer_membership = (
-        Membership.objects.select_related("user")
-        .filter(conversation=conversation)
-        .exclude(user=sender)
-        .first()
-    )
+    if memberships is None:
+        memberships = list(Membership.objects.filter(conversation=conversation))
+    peer_membership = next((m for m in memberships if m.user_id != sender.pk), None)
     if peer_membership is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
-    peer = peer_membership.user
-    if (
-        Block.objects.filter(blocker=peer, blocked=sender).exists()
-        or Block.objects.filter(blocker=sender, blocked=peer).exists()
-    ):
+    peer_id = peer_membership.user_id
+    if Block.objects.filter(
+        Q(blocker_id=peer_id, blocked=sender) | Q(blocker=sender, blocked_id=peer_id)
+    ).exists():
         raise PermissionDenied("blocked", "You cannot message this account.")
     if peer_membership.state != Membership.State.ACCEPTED:
         # Until the peer accepts, their privacy settings decide.
+        peer = User.objects.get(pk=peer_id)
         decision = message_permission(sender=sender, recipient=peer)
         if not decision.allowed:
             raise PermissionDenied(
@@ -441,14 +446,12 @@ def _check_may_send(*, sender: User, conversation: Conversation, membership: Mem
             )
 
 
-def _check_recipients(*, conversation: Conversation, envelope: Envelope) -> None:
-    """``keys`` must name exactly the active devices of all members, and
-    ``history_keys`` exactly the members who have a history key (409 otherwise)."""
-    member_ids = list(
-        Membership.objects.filter(conversation=conversation, left_at__isnull=True).values_list(
-            "user_id", flat=True
-        )
-    )
+def _check_recipients(
+    *, conversation: Conversation, envelope: Envelope, member_ids: list[uuid.UUID]
+) -> None:
+    """``keys`` must name exactly the active devices of all members (``member_ids``,
+    the active ones), and ``history_keys`` exactly the members who have a history key
+    (409 otherwise)."""
     expected_devices = {
         str(device_id)
         for device_id in Device.objects.filter(
@@ -531,7 +534,6 @@ def message_fields(message: Message) -> dict[str, object]:
     }
 
 
-@transaction.atomic
 def message_send(
     *,
     sender: User,
@@ -544,7 +546,34 @@ def message_send(
     A repeated ``client_id`` from the same device returns the stored message and
     stores nothing. Locks the conversation row (``select_for_update``) to take the
     next ``seq``, so seqs are gap-free and unique under concurrent senders.
+
+    The hottest write there is: each round trip to the database counts (docs/performance.md).
     """
+    try:
+        with transaction.atomic():
+            return _message_store(
+                sender=sender, conversation_id=conversation_id, envelope=envelope, token=token
+            )
+    except IntegrityError:
+        # The same client_id from the same device committed meanwhile: an idempotent
+        # retry. The insert failing rolled the whole transaction back, so nothing of
+        # this attempt is stored.
+        existing = Message.objects.filter(
+            sender_device_id=envelope.sender_device_id, client_id=envelope.client_id
+        ).first()
+        if existing is None:
+            raise
+        if existing.conversation_id != conversation_id:
+            raise Conflict(
+                "client_id_reused", "That client_id was used for another message.",
+                field="client_id",
+            ) from None  # fmt: skip
+        return existing, False
+
+
+def _message_store(
+    *, sender: User, conversation_id: uuid.UUID, envelope: Envelope, token: ApiToken | None
+) -> tuple[Message, bool]:
     device = _check_sender_device(sender=sender, device_id=envelope.sender_device_id, token=token)
     existing = Message.objects.filter(sender_device=device, client_id=envelope.client_id).first()
     if existing is not None:
@@ -557,9 +586,18 @@ def message_send(
     conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
-    membership = _active_membership(user=sender, conversation=conversation)
-    _check_may_send(sender=sender, conversation=conversation, membership=membership)
-    _check_recipients(conversation=conversation, envelope=envelope)
+    # Every membership in one query: the sender's, the direct peer's, the recipients.
+    memberships = list(Membership.objects.filter(conversation=conversation))
+    active = [m for m in memberships if m.left_at is None]
+    membership = next((m for m in active if m.user_id == sender.pk), None)
+    if membership is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    _check_may_send(
+        sender=sender, conversation=conversation, membership=membership, memberships=memberships
+    )
+    _check_recipients(
+        conversation=conversation, envelope=envelope, member_ids=[m.user_id for m in active]
+    )
 
     now = timezone.now()
     server_ts = int(now.timestamp() * 1000)
@@ -590,29 +628,15 @@ def message_send(
         size=len(envelope.ciphertext),
         expires_at=now + timedelta(seconds=lifetime) if lifetime else None,
     )
-    try:
-        with transaction.atomic():
-            message.save(force_insert=True)
-    except IntegrityError:
-        # The same client_id from the same device committed meanwhile: an idempotent retry.
-        existing = Message.objects.filter(
-            sender_device=device, client_id=envelope.client_id
-        ).first()
-        if existing is None:
-            raise
-        if existing.conversation_id != conversation.pk:
-            raise Conflict(
-                "client_id_reused", "That client_id was used for another message.",
-                field="client_id",
-            ) from None  # fmt: skip
-        return existing, False
+    message.save(force_insert=True)
     conversation.last_seq = message.seq
     conversation.last_message_at = now
     conversation.save(update_fields=["last_seq", "last_message_at"])
     # The sender has read what they sent.
     Membership.objects.filter(pk=membership.pk).update(last_read_seq=message.seq)
     publish_on_commit(
-        user_ids=_member_ids(conversation.pk, skip_declined=True), event=message_event(message)
+        user_ids=[m.user_id for m in active if m.state != Membership.State.DECLINED],
+        event=message_event(message),
     )
     notification_services.message_sent_on_commit(message_id=message.pk)
     return message, True

@@ -238,7 +238,11 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            reply = await database_sync_to_async(handler)(self.ctx, frame)
+            # Not thread-sensitive: frames of different sockets run on the pool's threads,
+            # each with its own connection, so one socket's commit does not queue every
+            # other socket of this process behind it (docs/performance.md). A socket's own
+            # frames still run one after another.
+            reply = await database_sync_to_async(handler, thread_sensitive=False)(self.ctx, frame)
         except ApplicationError as exc:
             await self._send_event(
                 error_event(exc.code, exc.message, exc.field, ref=ref, **exc.extra)
