@@ -10,7 +10,7 @@ PORT ?= 8000
 SERVICES_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/parley \
 	REDIS_URL=redis://127.0.0.1:6379/1 CACHE_REDIS_URL=redis://127.0.0.1:6379/2
 
-.PHONY: run test test-services lint format requirements static migrate services-up browser-up turn-up clean
+.PHONY: run test test-services bench lint format requirements static migrate services-up browser-up turn-up clean
 
 run: $(VENV)/.runtime static migrate
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
@@ -20,6 +20,11 @@ test: $(VENV)/.dev static browser-up turn-up
 
 test-services: $(VENV)/.dev static services-up browser-up turn-up
 	DJANGO_ENV=test $(SERVICES_ENV) $(BIN)/pytest
+
+# Speed and scale against the floors and a peer (docs/performance.md); not part of the
+# tests. BENCH_ARGS narrows it, e.g. BENCH_ARGS="--devices 100 --synapse ''".
+bench: $(VENV)/.dev static services-up
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -638,7 +638,9 @@ def _message_store(
         user_ids=[m.user_id for m in active if m.state != Membership.State.DECLINED],
         event=message_event(message),
     )
-    notification_services.message_sent_on_commit(message_id=message.pk)
+    notification_services.message_sent_on_commit(
+        message_id=message.pk, conversation_id=conversation.pk
+    )
     return message, True
 
 

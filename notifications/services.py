@@ -20,8 +20,9 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Block, Device, Mute, User
@@ -66,8 +67,68 @@ def _enqueue_on_commit(task_name: str, *args: str) -> None:
     transaction.on_commit(enqueue, robust=True)
 
 
-def message_sent_on_commit(*, message_id: uuid.UUID) -> None:
-    _enqueue_on_commit("message_sent", str(message_id))
+# A conversation's pending-count mark outlives a lost task by at most this long.
+MESSAGE_COUNT_PENDING_SECONDS = 60
+
+
+def _message_count_pending_key(conversation_id: Any) -> str:
+    return f"notifications:message-count-pending:{conversation_id}"
+
+
+def message_sent_on_commit(*, message_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    """Count the message into its recipients' notifications, after commit.
+
+    One task per conversation at a time: while one is queued, later messages of the
+    conversation ride on it (``notify_messages`` counts everything from its first
+    message on). A burst of a hundred messages costs one task, not a hundred, and the
+    queue stays as long as the number of busy conversations (docs/performance.md).
+    """
+
+    def enqueue() -> None:
+        from notifications import tasks  # the tasks import this module
+
+        key = _message_count_pending_key(conversation_id)
+        if not cache.add(key, str(message_id), timeout=MESSAGE_COUNT_PENDING_SECONDS):
+            return  # the queued task will count this message too
+        try:
+            tasks.message_sent.delay(str(message_id))
+        except Exception:
+            cache.delete(key)  # let the next message try again
+            raise
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+def notify_messages(*, message_id: uuid.UUID) -> list[Notification]:
+    """Count ``message_id`` and every later message of its conversation (those that
+    rode on this task): each sender's newest one, oldest first, so the newest message
+    names the actor. The counts are the recipients' unread counts, so counting a
+    sender's newest message counts their earlier ones too."""
+    from messaging.models import Message
+
+    first = Message.objects.filter(pk=message_id).values("conversation_id", "seq").first()
+    if first is None:
+        return []
+    # Cleared before reading: a message that commits from here on queues its own task.
+    cache.delete(_message_count_pending_key(first["conversation_id"]))
+    newest_by_sender = (
+        Message.objects.filter(
+            conversation_id=first["conversation_id"],
+            seq__gte=first["seq"],
+            sender__isnull=False,
+            deleted_at__isnull=True,
+        )
+        .values("sender_id")
+        .annotate(newest=Max("seq"))
+        .values_list("newest", flat=True)
+    )
+    newest = Message.objects.filter(
+        conversation_id=first["conversation_id"], seq__in=list(newest_by_sender)
+    ).order_by("seq")
+    touched: list[Notification] = []
+    for newest_id in newest.values_list("pk", flat=True):
+        touched += notify_message(message_id=newest_id)
+    return touched
 
 
 def call_missed_on_commit(*, call_id: uuid.UUID) -> None:

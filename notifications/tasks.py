@@ -23,7 +23,7 @@ from notifications import services
     ignore_result=True,
 )
 def message_sent(message_id: str) -> int:
-    return len(services.notify_message(message_id=uuid.UUID(message_id)))
+    return len(services.notify_messages(message_id=uuid.UUID(message_id)))
 
 
 @shared_task(

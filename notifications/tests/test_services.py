@@ -1,9 +1,11 @@
 """Who is told what, when, and on which channel (docs/notifications.md)."""
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core import mail
+from django.core.cache import cache
 from django.utils import timezone
 
 from accounts import services as account_services
@@ -13,7 +15,7 @@ from calls.tests.support import friends, invite
 from common.testing import database_dump
 from messaging import services as messaging_services
 from messaging.models import Conversation
-from notifications import services
+from notifications import services, tasks
 from notifications.models import Delivery, Kind, Notification, Preference, PushSubscription
 from notifications.selectors import describe, unread_count
 from notifications.tests.support import Person, direct, group, open_notifications, person, send
@@ -56,6 +58,33 @@ def test_counting_a_message_twice_counts_it_once() -> None:
     message = send(alice, conversation_id, [bob])
     services.notify_message(message_id=message.pk)  # a retried task
     assert open_notifications(bob.user)[0].count == 1
+
+
+def test_messages_sent_while_a_count_is_queued_ride_on_it(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """One queued count per conversation: messages sent meanwhile queue nothing, and
+    the queued task counts them all, the newest naming the actor."""
+    alice, bob, carol = person("alice"), person("bob"), person("carol")
+    conversation_id = group(alice, [bob, carol])
+    pending = services._message_count_pending_key(conversation_id)
+    cache.set(pending, "queued", 60)  # as if a task were waiting in the broker
+    with django_capture_on_commit_callbacks(execute=True):
+        first = send(bob, conversation_id, [alice, carol], count=False)
+        send(carol, conversation_id, [alice, bob], count=False)
+        send(bob, conversation_id, [alice, carol], count=False)
+    assert Notification.objects.count() == 0  # nothing queued, nothing counted yet
+
+    tasks.message_sent(str(first.pk))
+
+    (alices,) = open_notifications(alice.user)
+    assert (alices.count, alices.actor) == (3, bob.user)
+    # Senders have read what they sent: Carol has only Bob's last one unread, Bob none.
+    (carols,) = open_notifications(carol.user)
+    assert (carols.count, carols.actor) == (1, bob.user)
+    assert open_notifications(bob.user) == []
+    # The mark is gone: the next message queues its own count.
+    assert cache.get(pending) is None
 
 
 def test_every_other_member_of_a_group_is_told() -> None:
