@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -196,6 +197,16 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = []
         self.ctx = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' own dispatch first closes stale database connections, with a hop to
+        the process's one thread-sensitive thread, for every frame and every event: all
+        deliveries of a process queued on that thread. This consumer reaches the
+        database only through ``database_sync_to_async``, which closes them itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- Frames from the client ------------------------------------------------------------
 
