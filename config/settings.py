@@ -175,9 +175,10 @@ if REDIS_URL:
                     }
                 ],
                 "prefix": "parley",
-                # Events waiting for one server process, all of its sockets together:
-                # the default (100) dropped events under a burst (docs/performance.md).
-                "capacity": 2000,
+                # Events waiting in Redis for one server process, all of its sockets
+                # together: the default (100) dropped events under a burst
+                # (docs/performance.md). Each socket's own buffer keeps the default.
+                "channel_capacity": {"specific.*": 2000},
             },
         }
     }
@@ -355,6 +356,9 @@ TASK_TIMERS_IN_PROCESS = env.bool("TASK_TIMERS_IN_PROCESS", default=True)
 # --- Realtime -------------------------------------------------------------------------------
 
 REALTIME_MAX_FRAME_BYTES = 256 * 1024
+# Threads per server process that run socket frames (each keeps its own database
+# connection): frames of this many sockets run at once (docs/realtime.md).
+REALTIME_FRAME_THREADS = env.int("REALTIME_FRAME_THREADS", default=8)
 # A token never goes in a URL; the Origin check guards cookie-authenticated sockets.
 REALTIME_ALLOWED_ORIGINS = env.list("REALTIME_ALLOWED_ORIGINS", default=[])
 

@@ -639,7 +639,7 @@ def _message_store(
         event=message_event(message),
     )
     notification_services.message_sent_on_commit(
-        message_id=message.pk, conversation_id=conversation.pk
+        message_id=message.pk, conversation_id=conversation.pk, seq=message.seq
     )
     return message, True
 

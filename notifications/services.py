@@ -75,42 +75,57 @@ def _message_count_pending_key(conversation_id: Any) -> str:
     return f"notifications:message-count-pending:{conversation_id}"
 
 
-def message_sent_on_commit(*, message_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+def message_sent_on_commit(*, message_id: uuid.UUID, conversation_id: uuid.UUID, seq: int) -> None:
     """Count the message into its recipients' notifications, after commit.
 
     One task per conversation at a time: while one is queued, later messages of the
     conversation ride on it (``notify_messages`` counts everything from its first
     message on). A burst of a hundred messages costs one task, not a hundred, and the
     queue stays as long as the number of busy conversations (docs/performance.md).
+
+    The mark holds the queued task's seq. Messages commit in seq order but their
+    hooks may run in any order: a message older than the queued one, or one that
+    finds the mark gone, queues its own task. So does every message when the cache
+    fails.
     """
 
     def enqueue() -> None:
         from notifications import tasks  # the tasks import this module
 
         key = _message_count_pending_key(conversation_id)
-        if not cache.add(key, str(message_id), timeout=MESSAGE_COUNT_PENDING_SECONDS):
-            return  # the queued task will count this message too
         try:
-            tasks.message_sent.delay(str(message_id))
+            if cache.add(key, seq, timeout=MESSAGE_COUNT_PENDING_SECONDS):
+                queued = None
+            else:
+                queued = cache.get(key)
+                # Still marked: its task has not read yet, and reads from its seq on.
+                if queued is not None and int(queued) <= seq:
+                    return
         except Exception:
-            cache.delete(key)  # let the next message try again
-            raise
+            logger.warning("notification count mark failed; counting on its own", exc_info=True)
+        tasks.message_sent.delay(str(message_id), str(conversation_id))
 
     transaction.on_commit(enqueue, robust=True)
 
 
-def notify_messages(*, message_id: uuid.UUID) -> list[Notification]:
+def notify_messages(
+    *, message_id: uuid.UUID, conversation_id: uuid.UUID | None = None
+) -> list[Notification]:
     """Count ``message_id`` and every later message of its conversation (those that
     rode on this task): each sender's newest one, oldest first, so the newest message
     names the actor. The counts are the recipients' unread counts, so counting a
     sender's newest message counts their earlier ones too."""
     from messaging.models import Message
 
+    # Cleared first, before anything can fail: a message that commits from here on
+    # queues its own task, and none rides on a task that failed.
+    if conversation_id is not None:
+        cache.delete(_message_count_pending_key(conversation_id))
     first = Message.objects.filter(pk=message_id).values("conversation_id", "seq").first()
     if first is None:
         return []
-    # Cleared before reading: a message that commits from here on queues its own task.
-    cache.delete(_message_count_pending_key(first["conversation_id"]))
+    if conversation_id is None:  # a task queued before the mark existed
+        cache.delete(_message_count_pending_key(first["conversation_id"]))
     newest_by_sender = (
         Message.objects.filter(
             conversation_id=first["conversation_id"],

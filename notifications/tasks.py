@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Task, shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from notifications import services
@@ -21,9 +22,19 @@ from notifications import services
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    # Messages of a burst ride on this task: a database blip must not lose them all.
+    autoretry_for=(OperationalError,),
+    retry_backoff=services.RETRY_BACKOFF_SECONDS,
+    retry_backoff_max=services.RETRY_BACKOFF_MAX_SECONDS,
+    max_retries=services.MAX_ATTEMPTS - 1,
 )
-def message_sent(message_id: str) -> int:
-    return len(services.notify_messages(message_id=uuid.UUID(message_id)))
+def message_sent(message_id: str, conversation_id: str | None = None) -> int:
+    return len(
+        services.notify_messages(
+            message_id=uuid.UUID(message_id),
+            conversation_id=uuid.UUID(conversation_id) if conversation_id else None,
+        )
+    )
 
 
 @shared_task(

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
@@ -45,6 +46,13 @@ logger = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = 20
 FRAME_BURST = 60
+
+# Their own pool, not the event loop's default one, which presence updates and
+# Redis's name lookups need even while every frame thread waits (on a row lock, or
+# on publishing through the event loop).
+_frame_threads = ThreadPoolExecutor(
+    max_workers=settings.REALTIME_FRAME_THREADS, thread_name_prefix="socket-frames"
+)
 
 
 def error_event(

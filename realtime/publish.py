@@ -49,6 +49,8 @@ def publish_now(*, user_ids: Iterable[Any], event: dict[str, Any]) -> None:
         return
     message = {"type": "realtime.event", "event": event}
     groups = [user_group(user_id) for user_id in set(user_ids)]
+    if not groups:
+        return
 
     async def send_all() -> list[BaseException | None]:
         # Concurrently, in one hop to the event loop: one hop per group cost more than
@@ -63,7 +65,7 @@ def publish_now(*, user_ids: Iterable[Any], event: dict[str, Any]) -> None:
         logger.exception("channel layer send failed")
         return
     for group, outcome in zip(groups, outcomes, strict=True):
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, BaseException):
             # Delivery is best effort: the database already holds the truth.
             logger.error(
                 "channel layer send to %s failed", group.split(".", 1)[0], exc_info=outcome

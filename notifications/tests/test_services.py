@@ -68,14 +68,14 @@ def test_messages_sent_while_a_count_is_queued_ride_on_it(
     alice, bob, carol = person("alice"), person("bob"), person("carol")
     conversation_id = group(alice, [bob, carol])
     pending = services._message_count_pending_key(conversation_id)
-    cache.set(pending, "queued", 60)  # as if a task were waiting in the broker
+    cache.set(pending, 0, 60)  # as if a task from seq 0 on were waiting in the broker
     with django_capture_on_commit_callbacks(execute=True):
         first = send(bob, conversation_id, [alice, carol], count=False)
         send(carol, conversation_id, [alice, bob], count=False)
         send(bob, conversation_id, [alice, carol], count=False)
     assert Notification.objects.count() == 0  # nothing queued, nothing counted yet
 
-    tasks.message_sent(str(first.pk))
+    tasks.message_sent(str(first.pk), conversation_id)
 
     (alices,) = open_notifications(alice.user)
     assert (alices.count, alices.actor) == (3, bob.user)
@@ -85,6 +85,28 @@ def test_messages_sent_while_a_count_is_queued_ride_on_it(
     assert open_notifications(bob.user) == []
     # The mark is gone: the next message queues its own count.
     assert cache.get(pending) is None
+
+
+def test_a_message_older_than_the_queued_count_queues_its_own(
+    django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hooks may run out of seq order: a message whose seq is below the queued task's
+    would not be in its range, so it must not ride on it."""
+    alice, bob = person("alice"), person("bob")
+    conversation_id = direct(alice, bob)
+    queued: list[tuple[str, ...]] = []
+    monkeypatch.setattr(tasks.message_sent, "delay", lambda *args: queued.append(args))
+    pending = services._message_count_pending_key(conversation_id)
+
+    cache.set(pending, 99, 60)  # a task counting from seq 99 on
+    with django_capture_on_commit_callbacks(execute=True):
+        older = send(alice, conversation_id, [bob], count=False)
+    assert queued == [(str(older.pk), conversation_id)]
+
+    cache.set(pending, older.seq, 60)  # a task counting from this message on
+    with django_capture_on_commit_callbacks(execute=True):
+        send(alice, conversation_id, [bob], count=False)
+    assert len(queued) == 1  # the newer one rides on it
 
 
 def test_every_other_member_of_a_group_is_told() -> None:
