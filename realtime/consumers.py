@@ -261,7 +261,9 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             # each with its own connection, so one socket's commit does not queue every
             # other socket of this process behind it (docs/performance.md). A socket's own
             # frames still run one after another.
-            reply = await database_sync_to_async(handler, thread_sensitive=False)(self.ctx, frame)
+            reply = await database_sync_to_async(
+                handler, thread_sensitive=False, executor=_frame_threads
+            )(self.ctx, frame)
         except ApplicationError as exc:
             await self._send_event(
                 error_event(exc.code, exc.message, exc.field, ref=ref, **exc.extra)
