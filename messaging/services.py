@@ -448,16 +448,17 @@ def _check_may_send(
 
 def _check_recipients(
     *, conversation: Conversation, envelope: Envelope, member_ids: list[uuid.UUID]
-) -> None:
+) -> set[uuid.UUID]:
     """``keys`` must name exactly the active devices of all members (``member_ids``,
     the active ones), and ``history_keys`` exactly the members who have a history key
-    (409 otherwise)."""
-    expected_devices = {
-        str(device_id)
-        for device_id in Device.objects.filter(
-            user_id__in=member_ids, revoked_at__isnull=True
-        ).values_list("id", flat=True)
-    }
+    (409 otherwise). Returns the members who have an active device besides the
+    sending one: the users the message goes to."""
+    devices = list(
+        Device.objects.filter(user_id__in=member_ids, revoked_at__isnull=True).values_list(
+            "id", "user_id"
+        )
+    )
+    expected_devices = {str(device_id) for device_id, _ in devices}
     expected_history = {
         str(user_id)
         for user_id in HistoryKey.objects.filter(
@@ -477,6 +478,7 @@ def _check_recipients(
                 "extra_history_keys": sorted(given_history - expected_history),
             },
         )
+    return {user_id for device_id, user_id in devices if device_id != envelope.sender_device_id}
 
 
 def franking_stamp(
@@ -595,7 +597,7 @@ def _message_store(
     _check_may_send(
         sender=sender, conversation=conversation, membership=membership, memberships=memberships
     )
-    _check_recipients(
+    reached = _check_recipients(
         conversation=conversation, envelope=envelope, member_ids=[m.user_id for m in active]
     )
 
@@ -634,8 +636,14 @@ def _message_store(
     conversation.save(update_fields=["last_seq", "last_message_at"])
     # The sender has read what they sent.
     Membership.objects.filter(pk=membership.pk).update(last_read_seq=message.seq)
+    # Not to users with no device but the sending one: the sender's own socket would
+    # get the event only to drop it (each device takes only its own wrap).
     publish_on_commit(
-        user_ids=[m.user_id for m in active if m.state != Membership.State.DECLINED],
+        user_ids=[
+            m.user_id
+            for m in active
+            if m.state != Membership.State.DECLINED and m.user_id in reached
+        ],
         event=message_event(message),
     )
     notification_services.message_sent_on_commit(
