@@ -84,9 +84,12 @@ class Load:
     """Devices connected to one server under test (``urls`` share them out, as a load
     balancer would)."""
 
-    def __init__(self, pairs: list[BenchPair], urls: list[str]) -> None:
+    def __init__(self, pairs: list[BenchPair], urls: list[str], *, paced: bool = True) -> None:
+        """``paced``: keep each socket under Parley's frame rate limit. The floors have
+        no limit, and unpaced they show the transport's limit, not the generator's."""
         self.pairs = pairs
         self.urls = urls
+        self.paced = paced
         self.sockets: list[ClientConnection] = []
         self.readers: list[asyncio.Task[None]] = []
         self.senders: list[Sender] = []
@@ -174,7 +177,7 @@ class Load:
         for _ in range(len(self.senders)):
             sender = self.senders[self._turn]
             self._turn = (self._turn + 1) % len(self.senders)
-            if sender.take(now):
+            if not self.paced or sender.take(now):
                 return sender
         return None
 

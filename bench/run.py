@@ -10,6 +10,7 @@ and are written to var/bench/results-<time>.json.
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import time
@@ -68,6 +69,9 @@ def prepare_database() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    # Django's logging sends INFO to the console: one line per request of the peer's
+    # load client would cost the generator's CPU.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def flush_redis() -> None:
@@ -96,11 +100,13 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def drive(pairs: list[Any], urls: list[str], seconds: float, pids: list[int]) -> dict:
+async def drive(
+    pairs: list[Any], urls: list[str], seconds: float, pids: list[int], *, paced: bool = True
+) -> dict:
     """Connect every device, saturate, then measure latency at half the saturated rate."""
     from bench.loadgen import Load
 
-    load = Load(pairs, urls)
+    load = Load(pairs, urls, paced=paced)
     rss_before = sum(rss_kib(pid) for pid in pids)
     connect_seconds = await load.connect()
     await asyncio.sleep(2)  # let the connect work settle before reading memory
@@ -164,7 +170,8 @@ def run_floor(kind: str, pairs: list[Any], seconds: float) -> dict:
     dsn = f"{POSTGRES}/{DATABASE}" if kind == "durable" else None
     process = start_floor(f"floor-{kind}", port, pairs_file, dsn)
     try:
-        return asyncio.run(drive(pairs, [f"ws://127.0.0.1:{port}/ws/"], seconds, [process.pid]))
+        urls = [f"ws://127.0.0.1:{port}/ws/"]
+        return asyncio.run(drive(pairs, urls, seconds, [process.pid], paced=False))
     finally:
         process.stop()
 
