@@ -96,14 +96,14 @@ def start_daphne(name: str, port: int, env: Mapping[str, str]) -> Process:
 
 
 def start_celery_worker(name: str, env: Mapping[str, str], seconds: float = 60) -> Process:
-    """A worker (WARNING logs: at INFO it writes two lines per message's task); ready
-    when it answers a ping through the broker."""
+    """A worker as deployed (prefork, one process per core; WARNING logs: at INFO it
+    writes two lines per task); ready when it answers a ping through the broker."""
     from config.celery import app
 
     node = f"{name}@bench"
     process = Process(
         name,
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "2",
          "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "-n", node],
         env,
     )  # fmt: skip
