@@ -71,7 +71,8 @@ def prepare_database() -> None:
     call_command("migrate", verbosity=0)
     # Django's logging sends INFO to the console: one line per request of the peer's
     # load client would cost the generator's CPU.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def flush_redis() -> None:
@@ -239,6 +240,33 @@ def summarize(results: dict) -> list[str]:
             f"| {stage['devices']} | {ratio(rate, rate_of('relay'))} "
             f"| {ratio(rate, rate_of('durable'))} | {versus_peer or '-'} | {peer_p99 or '-'} |"
         )
+    lines += ["", "| devices | system | connect s | RSS per 1,000 idle sockets (MiB) |",
+              "|---|---|---|---|"]  # fmt: skip
+    for stage in results["stages"]:
+        for name, run in stage["systems"].items():
+            if "rss_kib_per_1000_sockets" in run:
+                lines.append(
+                    f"| {stage['devices']} | {name} | {run['connect_seconds']} "
+                    f"| {run['rss_kib_per_1000_sockets'] / 1024:.1f} |"
+                )
+    calls = results.get("calls", {})
+    if "setup_ms" in calls:
+        setup = calls["setup_ms"]
+        lines += ["", f"Call setup, invite to connected on both peers, {calls['calls']} calls "
+                  f"({calls['failures']} failed): p50 {setup['p50']} ms, p95 {setup['p95']} ms, "
+                  f"p99 {setup['p99']} ms."]  # fmt: skip
+    footprint = results.get("footprint", {})
+    if "inbox" in footprint:
+        lines += ["", "| conversations | inbox queries | inbox median ms | oldest page median ms |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for row in footprint["inbox"]:
+            lines.append(
+                f"| {row['conversations']} | {row['queries']} | {row['median_ms']} "
+                f"| {row.get('oldest_page_median_ms')} |"
+            )
+        history = footprint.get("history", {})
+        lines.append("")
+        lines.append(f"History: {json.dumps(history)}")
     return lines
 
 
