@@ -230,7 +230,11 @@ async def _clean_up(caller: LiveSocket, callee: LiveSocket, attempt: _Attempt) -
             await _bounded(incoming.wait_ended(CLEANUP_WAIT), CLEANUP_WAIT + 1)
     for each, live in ((call, caller), (incoming, callee)):
         if each is not None:
-            await each.close()
+            # aiortc's close() races the client's own close on hang-up: the loser's wait
+            # is cancelled (and the winner logs InvalidStateError). The peer is closed
+            # either way.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await _bounded(each.close(), CLEANUP_WAIT)
             live.release_call(each.call_id)
     for track in attempt.tracks:
         track.stop()
