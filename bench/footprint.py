@@ -159,6 +159,7 @@ def _seed_peers(handles: list[str]) -> list[Peer]:
     from django.db import transaction
 
     from accounts.models import Device, IdentityKey, User
+    from bench.seed import random_device
 
     unusable = make_password(None)
     users = [
@@ -170,16 +171,7 @@ def _seed_peers(handles: list[str]) -> list[Peer]:
         for key_id, user in zip(_take_ids(IdentityKey, len(users)), users, strict=True)
     ]
     devices = [
-        Device(
-            id=uuid.uuid4(),
-            user=user,
-            identity_key=identity_key,
-            name="footprint",
-            sign_public_key=secrets.token_bytes(32),
-            box_public_key=secrets.token_bytes(32),
-            created_at=int(time.time()),
-            certificate=secrets.token_bytes(64),
-        )
+        random_device(user, identity_key, "footprint")
         for user, identity_key in zip(users, identity_keys, strict=True)
     ]
     with transaction.atomic():

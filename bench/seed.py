@@ -5,12 +5,12 @@ devices. The server never checks a message's cryptography (it cannot), only the
 envelope's shape and device set, so random key bytes serve."""
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import ApiToken, Device, IdentityKey, User
 from accounts.services import TOKEN_PREFIX, _token_hash
@@ -33,9 +33,22 @@ class BenchPair:
     receiver: BenchDevice
 
 
+def random_device(user: User, identity_key: IdentityKey, name: str) -> Device:
+    """A device row with random key bytes, certified by no one."""
+    return Device(
+        id=uuid.uuid4(),
+        user=user,
+        identity_key=identity_key,
+        name=name,
+        sign_public_key=secrets.token_bytes(32),
+        box_public_key=secrets.token_bytes(32),
+        created_at=int(time.time()),
+        certificate=secrets.token_bytes(64),
+    )
+
+
 def seed_pairs(count: int, *, tag: str) -> list[BenchPair]:
     """``count`` conversations between ``2 * count`` fresh users (handles ``b<tag><n>``)."""
-    now = timezone.now()
     unusable = make_password(None)  # bench users never sign in with a password
     users = [
         User(
@@ -47,16 +60,7 @@ def seed_pairs(count: int, *, tag: str) -> list[BenchPair]:
     ]
     identity_keys = [IdentityKey(user=user, public_key=secrets.token_bytes(32)) for user in users]
     devices = [
-        Device(
-            id=uuid.uuid4(),
-            user=user,
-            identity_key=identity_key,
-            name="bench",
-            sign_public_key=secrets.token_bytes(32),
-            box_public_key=secrets.token_bytes(32),
-            created_at=int(now.timestamp()),
-            certificate=secrets.token_bytes(64),
-        )
+        random_device(user, identity_key, "bench")
         for user, identity_key in zip(users, identity_keys, strict=True)
     ]
     keys = [TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in users]
