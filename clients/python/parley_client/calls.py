@@ -446,14 +446,23 @@ class Call:
     async def _finish(self, frame: dict[str, Any]) -> dict[str, Any]:
         """The call ended (a ``call.ended`` event or reply): close the connection."""
         if self.ended_frame is not None:
+            # The reply and the event both end the call, and either may come first:
+            # the other task is closing the connection; return once it is closed.
+            await self._ended.wait()
             return self.ended_frame
         if frame.get("type") != "call.ended":
             raise SignalingError(f"expected call.ended, got {str(frame.get('type'))[:40]}")
         self.ended_frame = frame
         self._events.put_nowait(None)  # wakes the event task, which then stops
-        if self._pc is not None:
-            await self._pc.close()
-        self._ended.set()
+        if self._pc is None:
+            self._ended.set()
+            return frame
+        # A task of its own: cancelling the event task (``close``) must not cut the
+        # close short, which would leave aiortc's close future cancelled and
+        # ``wait_ended`` waiting forever.
+        closing = asyncio.ensure_future(self._pc.close())
+        closing.add_done_callback(lambda _: self._ended.set())
+        await asyncio.shield(closing)
         return frame
 
 
