@@ -13,7 +13,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from common.errors import ApplicationError, RateLimited
+from common.errors import (
+    RETRY_UNAVAILABLE_SECONDS,
+    SERVICE_UNAVAILABLE_ERRORS,
+    UNAVAILABLE_MESSAGE,
+    ApplicationError,
+    RateLimited,
+)
 from common.pagination import Pagination
 from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
 
@@ -70,6 +76,16 @@ def first_error(detail: Any, prefix: str = "") -> tuple[str | None, str, str]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SERVICE_UNAVAILABLE_ERRORS):
+        # 503 with Retry-After, not a 500: the client tries again (docs/reliability.md).
+        logger.warning("backing service unavailable: %s", type(exc).__name__)
+        response = Response(
+            error_body("unavailable", UNAVAILABLE_MESSAGE, retry_after=RETRY_UNAVAILABLE_SECONDS),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(RETRY_UNAVAILABLE_SECONDS)
+        return response
+
     if isinstance(exc, ApplicationError):
         response = Response(
             {"error": exc.as_dict()},

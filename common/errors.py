@@ -7,6 +7,19 @@ an ApplicationError into the same shape everywhere:
 
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
+
+# A part behind the server (Redis: cache, throttles, channel layer, broker) that is
+# down for a moment. The request may be tried again; it is not a bug of ours.
+SERVICE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+RETRY_UNAVAILABLE_SECONDS = 5
+UNAVAILABLE_MESSAGE = "The service is briefly unavailable. Try again in a few seconds."
+
 
 class ApplicationError(Exception):
     """A refusal a user can act on. ``code`` is stable; ``message`` is for people."""

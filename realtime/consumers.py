@@ -25,7 +25,12 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Device, User
 from common.api import error_body
-from common.errors import ApplicationError
+from common.errors import (
+    RETRY_UNAVAILABLE_SECONDS,
+    SERVICE_UNAVAILABLE_ERRORS,
+    UNAVAILABLE_MESSAGE,
+    ApplicationError,
+)
 from moderation.selectors import warning_fields, warnings_for
 from notifications.selectors import unread_count
 from realtime import presence
@@ -268,6 +273,15 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             await self._send_event(
                 error_event(exc.code, exc.message, exc.field, ref=ref, **exc.extra)
             )
+            return
+        except SERVICE_UNAVAILABLE_ERRORS as exc:
+            logger.warning("socket handler for %s: %s", frame["type"][:40], type(exc).__name__)
+            await self._send_event(
+                error_event(
+                    "unavailable", UNAVAILABLE_MESSAGE, ref=ref,
+                    retry_after=RETRY_UNAVAILABLE_SECONDS,
+                )
+            )  # fmt: skip
             return
         except Exception:
             # Log the type only: the frame may hold data that must not reach logs.
