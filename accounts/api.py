@@ -34,6 +34,7 @@ from common.api import BaseApi, current_user, paginated_response
 from common.errors import NotFound
 from common.fields import B64uField
 from common.net import client_address
+from common.pagination import Pagination
 
 SENSITIVE = method_decorator(
     sensitive_post_parameters("password", "old_password", "new_password", "phone_number"),
@@ -151,6 +152,8 @@ class PasswordChangeApi(BaseApi):
 
 
 class TokenListApi(BaseApi):
+    pagination_class = Pagination
+
     @extend_schema(responses={200: TokenSerializer(many=True)}, tags=["auth"])
     def get(self, request: Request) -> Response:
         tokens = ApiToken.objects.filter(user=current_user(request), revoked_at__isnull=True)
@@ -221,6 +224,8 @@ class AvatarApi(BaseApi):
 
 
 class BlockListApi(BaseApi):
+    pagination_class = Pagination
+
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
         return paginated_response(
@@ -229,6 +234,8 @@ class BlockListApi(BaseApi):
 
 
 class SecurityEventListApi(BaseApi):
+    pagination_class = Pagination
+
     @extend_schema(responses={200: SecurityEventSerializer(many=True)}, tags=["me"])
     def get(self, request: Request) -> Response:
         events = SecurityEvent.objects.filter(user=current_user(request))
@@ -239,6 +246,7 @@ class SecurityEventListApi(BaseApi):
 
 
 class UserSearchApi(BaseApi):
+    pagination_class = Pagination
     throttle_scope = "search"
 
     @extend_schema(
@@ -307,6 +315,8 @@ class MuteApi(BaseApi):
 
 
 class FollowersApi(BaseApi):
+    pagination_class = Pagination
+
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
     def get(self, request: Request, handle: str) -> Response:
         return paginated_response(
@@ -318,6 +328,8 @@ class FollowersApi(BaseApi):
 
 
 class FollowingApi(BaseApi):
+    pagination_class = Pagination
+
     @extend_schema(responses={200: UserLiteSerializer(many=True)}, tags=["users"])
     def get(self, request: Request, handle: str) -> Response:
         return paginated_response(
@@ -429,6 +441,7 @@ class KeyBackupApi(BaseApi):
 
 
 class DeviceListApi(BaseApi):
+    pagination_class = Pagination
     throttle_scope = "keys_write"
 
     class DeviceListInputSerializer(serializers.Serializer):
@@ -498,6 +511,8 @@ class _DeviceLinkApi(BaseApi):
 
 
 class DeviceLinkListApi(_DeviceLinkApi):
+    pagination_class = Pagination
+
     class DeviceLinkCreateInputSerializer(serializers.Serializer):
         commitment = B64uField(
             length=32, help_text="mac(key = new_nonce, data = parley/link/v1 signing input)."

@@ -3,6 +3,7 @@ privacy, API tokens, devices and keys. See docs/accounts.md and
 docs/keys-and-devices.md.
 """
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -163,18 +164,31 @@ def _raise_if_locked(*keys_and_limits: tuple[str, int]) -> None:
     window = settings.LOGIN_LOCKOUT["WINDOW_SECONDS"]
     for key, limit in keys_and_limits:
         if (cache.get(key) or 0) >= limit:
-            raise RateLimited(
-                "locked_out",
-                f"Too many failed attempts. Try again in {window // 60} minutes.",
-                retry_after=window,
-            )
+            raise _locked_out(window)
+
+
+def _give_back(key: str) -> None:
+    """Undo one count of ``_count_failure`` (an attempt that turned out not to fail)."""
+    with contextlib.suppress(ValueError):  # the window ended meanwhile
+        cache.decr(key)
+
+
+def _locked_out(window: int) -> RateLimited:
+    return RateLimited(
+        "locked_out",
+        f"Too many failed attempts. Try again in {window // 60} minutes.",
+        retry_after=window,
+    )
 
 
 def user_authenticate(*, login: str, password: str, address: str) -> User:
     """Check a sign-in. Repeated failures lock the account and the address for a while.
 
     Counters live in the cache (Redis in production), so every process shares them.
-    A successful sign-in clears the account's counter, not the address's.
+    Each attempt takes its place in both counters (an atomic increment) before the
+    password is tried and gives it back if the password was right: so a burst of
+    attempts at once tries no more passwords than the limits allow. A successful
+    sign-in clears the account's counter, not the address's.
     """
     limits = settings.LOGIN_LOCKOUT
     window = limits["WINDOW_SECONDS"]
@@ -183,10 +197,15 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     _raise_if_locked(
         (account_key, limits["ACCOUNT_FAILURES"]), (address_key, limits["ADDRESS_FAILURES"])
     )
+    if _count_failure(address_key, window) > limits["ADDRESS_FAILURES"]:
+        raise _locked_out(window)
+    account_failures = _count_failure(account_key, window)
+    if account_failures > limits["ACCOUNT_FAILURES"]:
+        _give_back(address_key)  # refused for the account: the address tried nothing
+        raise _locked_out(window)
     user = authenticate(None, username=login, password=password)
     if not isinstance(user, User):
-        _count_failure(address_key, window)
-        if _count_failure(account_key, window) == limits["ACCOUNT_FAILURES"]:
+        if account_failures == limits["ACCOUNT_FAILURES"]:
             locked = user_get_by_login(login=login)
             if locked is not None:
                 security_event_record(user=locked, kind=SecurityEvent.Kind.LOCKED_OUT)
@@ -195,6 +214,8 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
             "That handle or e-mail and password do not match.",
             field="password",
         )
+    _give_back(address_key)
+    _give_back(account_key)
     if not user.is_active:
         raise PermissionDenied("account_banned", "This account has been banned.")
     if user.is_suspended and user.suspended_until is not None:

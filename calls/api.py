@@ -17,6 +17,7 @@ from common.pagination import Pagination
 
 
 class CallListApi(BaseApi):
+    pagination_class = Pagination
     throttle_scope = "calls"
 
     class QuerySerializer(serializers.Serializer):

@@ -4,10 +4,12 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
+from django.utils.cache import add_never_cache_headers
 from rest_framework import exceptions, serializers, status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +23,7 @@ from common.errors import (
     RateLimited,
 )
 from common.pagination import Pagination
+from common.parsers import RequestTooLarge
 from common.throttling import AnonThrottle, ScopedThrottle, UserThrottle
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,28 @@ class BaseApi(APIView):
 
     permission_classes = [IsAuthenticated]
     throttle_classes = [AnonThrottle, UserThrottle, ScopedThrottle]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method not in SAFE_METHODS:
+            # The body is read (and refused when it is too large, malformed or of a
+            # media type the view does not take) before the view acts, also by a view
+            # that takes none: a request the server cannot read changes nothing.
+            request.data  # noqa: B018
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        not_stored_by_caches(response)
+        return response
+
+
+def not_stored_by_caches(response: HttpResponseBase) -> None:
+    """API answers are someone's own data (and a session-authenticated request is
+    cached on its URL alone): no cache keeps them, unless the view said otherwise."""
+    if not response.has_header("Cache-Control"):
+        add_never_cache_headers(response)
 
 
 def current_user(request: Request) -> Any:
@@ -95,7 +120,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             response["Retry-After"] = str(exc.retry_after)
         return response
 
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()  # Django's own answer would be a bare 400
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
@@ -126,11 +153,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse(error_body("not_found", "Not found."), status=404)
+    response = JsonResponse(error_body("not_found", "Not found."), status=404)
+    add_never_cache_headers(response)
+    return response
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(
+    response = JsonResponse(
         error_body("server_error", "Something went wrong on our side. Try again later."),
         status=500,
     )
+    add_never_cache_headers(response)
+    return response

@@ -19,6 +19,7 @@ from accounts.models import Device
 from common.api import BaseApi, current_user, paginated_response
 from common.errors import NotFound
 from common.fields import B64uField
+from common.pagination import Pagination
 from messaging import selectors, services
 from messaging.models import Attachment, Report
 from messaging.serializers import (
@@ -37,6 +38,7 @@ def _reading_device(request: Request, named: object | None) -> Device:
 
 
 class ConversationListApi(BaseApi):
+    pagination_class = Pagination
     throttle_scope = "messaging"
 
     class ConversationCreateInputSerializer(serializers.Serializer):
@@ -227,6 +229,10 @@ class MuteApi(BaseApi):
         return Response(self.MutedSerializer(membership).data)
 
 
+class HistoryPageSerializer(serializers.Serializer):
+    results = MessageSchemaSerializer(many=True)
+
+
 class MessageListApi(BaseApi):
     throttle_scope = "messaging"
 
@@ -243,7 +249,7 @@ class MessageListApi(BaseApi):
 
     @extend_schema(
         parameters=[HistoryQuerySerializer],
-        responses={200: MessageSchemaSerializer(many=True)},
+        responses={200: HistoryPageSerializer},
         tags=["messages"],
     )
     def get(self, request: Request, conversation_id: uuid.UUID) -> Response:

@@ -23,6 +23,7 @@ from notifications.serializers import (
 
 
 class NotificationListApi(BaseApi):
+    pagination_class = Pagination
     throttle_scope = "notifications"
 
     class QuerySerializer(serializers.Serializer):
