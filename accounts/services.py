@@ -232,10 +232,18 @@ def _confirm_password(*, user: User, password: str | None, error: ApplicationErr
     count toward the account's sign-in lockout (in the cache, so a rolled-back
     transaction does not undo them): a stolen session cannot guess at leisure."""
     account_key = _account_failure_key(login="", user=user)
-    _raise_if_locked((account_key, settings.LOGIN_LOCKOUT["ACCOUNT_FAILURES"]))
+    limit, window = (
+        settings.LOGIN_LOCKOUT["ACCOUNT_FAILURES"],
+        settings.LOGIN_LOCKOUT["WINDOW_SECONDS"],
+    )
+    _raise_if_locked((account_key, limit))
+    # The attempt takes its place before the password is tried, as at sign-in: a burst
+    # of guesses at once tries no more than the limit.
+    if _count_failure(account_key, window) > limit:
+        raise _locked_out(window)
     if not password or not user.check_password(password):
-        _count_failure(account_key, settings.LOGIN_LOCKOUT["WINDOW_SECONDS"])
         raise error
+    _give_back(account_key)
 
 
 @transaction.atomic

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 AUTH_LIMIT = 12
 ADDRESS_FAILURES = 4
+ACCOUNT_FAILURES = 5
 SEARCH_LIMIT = 5
 KEY_DIRECTORY_LIMIT = 5
 REPORTS_LIMIT = 5
@@ -47,7 +48,11 @@ LIMITS = {
     "THROTTLE_REPORTS": f"{REPORTS_LIMIT}/min",
 }
 # The sign-in lockout, with the auth throttle left generous so that it does not hide it.
-LOCKOUT = {**BEHIND_A_PROXY, "LOGIN_ADDRESS_FAILURES": str(ADDRESS_FAILURES)}
+LOCKOUT = {
+    **BEHIND_A_PROXY,
+    "LOGIN_ADDRESS_FAILURES": str(ADDRESS_FAILURES),
+    "LOGIN_ACCOUNT_FAILURES": str(ACCOUNT_FAILURES),
+}
 
 
 def _processes(start_daphne: Callable[..., LiveServer], env: dict[str, str]) -> list[LiveServer]:
@@ -175,6 +180,28 @@ def test_wrong_password_burst_locks_the_address_after_the_allowed_failures(
     assert again.statuses() == {429: 1}
     assert again.responses[0].json()["error"]["code"] == "locked_out"
     assert not ApiToken.objects.filter(user=alice).exists()
+
+
+def test_wrong_current_password_burst_tries_no_more_than_the_account_allows(
+    lockout_servers: list[LiveServer],
+) -> None:
+    """A stolen token guessing the current password to change it: the guesses count
+    toward the account's lockout, however many come at once, and the password stays."""
+    alice = make_user()
+    headers = {**bearer(alice), "X-Forwarded-For": new_address()}
+    guesses = [
+        ("POST", "/auth/password", {
+            "json": {"old_password": f"guess {n}", "new_password": "a new long passphrase 9"},
+            "headers": headers,
+        })
+        for n in range(ACCOUNT_FAILURES * BURST)
+    ]  # fmt: skip
+    burst = fire_at_once(lockout_servers, guesses)
+    assert burst.statuses() == {400: ACCOUNT_FAILURES, 429: len(guesses) - ACCOUNT_FAILURES}
+    assert all(r.json()["error"]["code"] == "invalid_credentials" for r in burst.with_status(400))
+    assert_refused_politely(burst, {"locked_out"})
+    alice.refresh_from_db()
+    assert alice.check_password(PASSWORD)
 
 
 def test_signup_burst_creates_no_more_accounts_than_the_auth_limit(
