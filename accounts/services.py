@@ -3,7 +3,6 @@ privacy, API tokens, devices and keys. See docs/accounts.md and
 docs/keys-and-devices.md.
 """
 
-import contextlib
 import hashlib
 import hmac
 import io
@@ -51,6 +50,7 @@ from accounts.selectors import (
     user_get_by_login,
 )
 from calls.services import calls_end_for_device, calls_end_for_user
+from common.counters import count_in_window, give_back
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from notifications import services as notification_services
 from realtime.publish import (
@@ -151,26 +151,11 @@ def _account_failure_key(*, login: str, user: User | None) -> str:
     return f"login-fail:unknown:{text}"
 
 
-def _count_failure(key: str, window: int) -> int:
-    cache.add(key, 0, timeout=window)
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=window)
-        return 1
-
-
 def _raise_if_locked(*keys_and_limits: tuple[str, int]) -> None:
     window = settings.LOGIN_LOCKOUT["WINDOW_SECONDS"]
     for key, limit in keys_and_limits:
         if (cache.get(key) or 0) >= limit:
             raise _locked_out(window)
-
-
-def _give_back(key: str) -> None:
-    """Undo one count of ``_count_failure`` (an attempt that turned out not to fail)."""
-    with contextlib.suppress(ValueError):  # the window ended meanwhile
-        cache.decr(key)
 
 
 def _locked_out(window: int) -> RateLimited:
@@ -197,13 +182,18 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     _raise_if_locked(
         (account_key, limits["ACCOUNT_FAILURES"]), (address_key, limits["ADDRESS_FAILURES"])
     )
-    if _count_failure(address_key, window) > limits["ADDRESS_FAILURES"]:
+    if count_in_window(address_key, window) > limits["ADDRESS_FAILURES"]:
         raise _locked_out(window)
-    account_failures = _count_failure(account_key, window)
+    account_failures = count_in_window(account_key, window)
     if account_failures > limits["ACCOUNT_FAILURES"]:
-        _give_back(address_key)  # refused for the account: the address tried nothing
+        give_back(address_key)  # refused for the account: the address tried nothing
         raise _locked_out(window)
-    user = authenticate(None, username=login, password=password)
+    try:
+        user = authenticate(None, username=login, password=password)
+    except Exception:  # the database, say: no password was tried
+        give_back(address_key)
+        give_back(account_key)
+        raise
     if not isinstance(user, User):
         if account_failures == limits["ACCOUNT_FAILURES"]:
             locked = user_get_by_login(login=login)
@@ -214,8 +204,8 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
             "That handle or e-mail and password do not match.",
             field="password",
         )
-    _give_back(address_key)
-    _give_back(account_key)
+    give_back(address_key)
+    give_back(account_key)
     if not user.is_active:
         raise PermissionDenied("account_banned", "This account has been banned.")
     if user.is_suspended and user.suspended_until is not None:
@@ -239,11 +229,11 @@ def _confirm_password(*, user: User, password: str | None, error: ApplicationErr
     _raise_if_locked((account_key, limit))
     # The attempt takes its place before the password is tried, as at sign-in: a burst
     # of guesses at once tries no more than the limit.
-    if _count_failure(account_key, window) > limit:
+    if count_in_window(account_key, window) > limit:
         raise _locked_out(window)
     if not password or not user.check_password(password):
         raise error
-    _give_back(account_key)
+    give_back(account_key)
 
 
 @transaction.atomic
@@ -620,7 +610,9 @@ def security_event_record(*, user: User, kind: str, device: Device | None = None
 
     event = SecurityEvent.objects.create(user=user, kind=kind, device=device)
     event_id = event.pk
-    transaction.on_commit(lambda: send_security_event_email.delay(event_id))
+    # Robust: the event is stored; a broker that is down must not turn the change that
+    # caused it into an error after it committed (the e-mail is lost, the log says so).
+    transaction.on_commit(lambda: send_security_event_email.delay(event_id), robust=True)
     return event
 
 

@@ -38,7 +38,8 @@ class BaseApi(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        if request.method not in SAFE_METHODS:
+        # Only for a method the view has: any other is a 405, whatever its body.
+        if request.method not in SAFE_METHODS and hasattr(self, (request.method or "").lower()):
             # The body is read (and refused when it is too large, malformed or of a
             # media type the view does not take) before the view acts, also by a view
             # that takes none: a request the server cannot read changes nothing.

@@ -19,7 +19,8 @@ class ErrorDetailSerializer(serializers.Serializer):
         allow_null=True, help_text="The request field at fault (a dotted path), or null."
     )
     retry_after = serializers.IntegerField(
-        required=False, help_text="429 only: seconds to wait (also the Retry-After header)."
+        required=False,
+        help_text="429 and 503 only: seconds to wait (also the Retry-After header).",
     )
     # The metaclass takes declared fields out of the class, so the name is free to use.
     fields = serializers.DictField(  # type: ignore[assignment]
@@ -40,18 +41,18 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is too large.",
     415: "The request body is not in a media type this operation takes.",
     429: "Throttled or locked out: retry after `retry_after` seconds.",
+    503: "A part behind the server is down for a moment: retry after `retry_after` seconds.",
 }
 
 
 class AutoSchema(SpectacularAutoSchema):
     def _error_statuses(self) -> list[int]:
-        statuses = [400, 403, 404, 429]
+        statuses = [400, 403, 404, 429, 503]
         if not all(isinstance(permission, AllowAny) for permission in self.view.get_permissions()):
             statuses.append(401)
         if self.method in {"POST", "PUT", "PATCH", "DELETE"}:
-            statuses.append(409)
-        if self.method in {"POST", "PUT", "PATCH"} and self.get_request_serializer() is not None:
-            statuses += [413, 415]
+            # Every write reads its body first, also one that takes none (common.api).
+            statuses += [409, 413, 415]
         return sorted(statuses)
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:

@@ -5,9 +5,9 @@ DRF's own classes copy the rates at import time, which makes them impossible to
 change per deployment or per test. They also keep a list of request times that each
 request reads from the cache, appends to and writes back: requests that arrive at
 once (in threads of one process, or in several processes sharing Redis) all read the
-same list, and all pass. Here each request takes a number from a counter with an
-atomic increment (``cache.add`` then ``cache.incr``, atomic on Redis and on the
-local-memory cache), so no more than the rate pass, however many come at once.
+same list, and all pass. Here each request takes a number from a counter
+(``common.counters``: ``cache.add``, else ``cache.incr``), so no more than the rate
+pass, however many come at once.
 
 The counter's window opens with the first request and lasts the rate's period; at
 most the rate's number of requests pass in it. ``Retry-After`` is the time left until
@@ -23,6 +23,8 @@ from rest_framework.throttling import (
     SimpleRateThrottle,
     UserRateThrottle,
 )
+
+from common.counters import count_in_window
 
 if TYPE_CHECKING:  # rest_framework.views imports this module (DEFAULT_THROTTLE_CLASSES)
     from rest_framework.request import Request
@@ -54,20 +56,10 @@ class _AtomicWindow(SimpleRateThrottle):
         if key is None:
             return True
         now = float(self.timer())
-        count_key, start_key = f"{key}:count", f"{key}:start"
-        # The window's start, for Retry-After; add() never moves an open window.
-        self.cache.add(start_key, now, duration)
-        self.cache.add(count_key, 0, duration)
-        try:
-            count = int(self.cache.incr(count_key))
-        except ValueError:  # the window closed between add and incr: open the next
-            self.cache.set(start_key, now, duration)
-            self.cache.set(count_key, 1, duration)
-            count = 1
+        count = count_in_window(f"{key}:count", duration)
+        start_key = f"{key}:start"
         if count == 1:
-            # Redis's INCR of a key that expired just before it makes one without an
-            # expiry; the first request of a window makes sure it has one.
-            self.cache.touch(count_key, duration)
+            self.cache.set(start_key, now, duration)  # for Retry-After
         if count <= limit:
             return True
         start = self.cache.get(start_key)

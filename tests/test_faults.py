@@ -290,6 +290,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while not self.answers():
             if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
 
@@ -304,6 +305,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+    def keys(self) -> int:
+        import redis
+
+        return sum(
+            int(redis.Redis(port=self.port, db=db, socket_timeout=0.5).dbsize()) for db in (1, 2)
+        )
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -330,7 +338,10 @@ def test_restarting_redis_loses_no_message(
     servers = [live_servers(env), live_servers(env)]
     world.servers = [server.url for server in servers]
 
+    keys_before: list[int] = []
+
     async def restart_redis() -> None:
+        keys_before.append(await asyncio.to_thread(own_redis.keys))
         await asyncio.to_thread(own_redis.stop)
         await asyncio.sleep(1)
         await asyncio.to_thread(own_redis.start)
@@ -338,6 +349,17 @@ def test_restarting_redis_loses_no_message(
     outcome = asyncio.run(_flow(world, _plan(world), restart_redis))
     print(outcome.report("redis restarted"))
     _assert_everything_everywhere_once(world, outcome)
+    # The fault hit: the servers kept their groups, cache and queue in this Redis, and
+    # its restart closed the sockets, whose devices came back.
+    assert keys_before[0] > 0
+    assert outcome.totals()["reconnects"] >= 1
+
+
+def _queued_tasks() -> int:
+    from config.celery import app
+
+    with app.connection_for_read() as conn:
+        return int(conn.default_channel.client.llen("celery"))  # type: ignore[attr-defined]
 
 
 @needs_services
@@ -349,14 +371,19 @@ def test_killing_the_celery_worker_loses_no_message_and_no_count(
     servers = [live_servers(), live_servers()]
     world.servers = [server.url for server in servers]
 
+    queued_while_dead: list[int] = []
+
     async def kill_worker() -> None:
         await asyncio.to_thread(celery_worker.kill)
         await asyncio.sleep(1)
+        queued_while_dead.append(await asyncio.to_thread(_queued_tasks))
         await asyncio.to_thread(celery_worker.start)
 
     outcome = asyncio.run(_flow(world, _plan(world), kill_worker))
-    print(outcome.report("celery worker killed"))
+    print(outcome.report("celery worker killed"), f"queued while dead: {queued_while_dead}")
     _assert_everything_everywhere_once(world, outcome)
+    # The fault hit: counts waited in the broker for the next worker.
+    assert queued_while_dead[0] > 0
     wait_for_worker_idle(timeout=30)
     counted = 0
     for conversation_id, members in world.conversations.items():
