@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "common.middleware.SignedInPagesNotCachedMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -117,6 +117,8 @@ def website_paths_without_parameters() -> list[str]:
 
 
 WEBSITE_PATHS = website_paths_without_parameters()
+# The push service worker's script: the same for everyone, with its own Cache-Control.
+SAME_FOR_EVERYONE = {"/sw.js"}
 
 
 def test_the_page_list_finds_the_site_s_pages() -> None:
@@ -139,6 +141,9 @@ def test_website_page_carries_the_security_headers_signed_out_and_in(page: str) 
     response = signed_in.get(page)
     assert response.status_code < 500, page
     assert_security_headers(response, f"{page} (signed in)")
+    if page not in SAME_FOR_EVERYONE:
+        # Their own page: no shared cache keeps it, nor the browser after sign-out.
+        assert_not_stored_by_shared_caches(response, f"{page} (signed in)")
 
 
 def test_profile_page_and_its_forms_carry_the_security_headers() -> None:
@@ -152,6 +157,7 @@ def test_profile_page_and_its_forms_carry_the_security_headers() -> None:
         response = client.get(page)
         assert response.status_code < 500, page
         assert_security_headers(response, page)
+        assert_not_stored_by_shared_caches(response, page)
 
 
 # --- The mobile API -------------------------------------------------------------------------

@@ -1,0 +1,21 @@
+"""Site-wide response middleware."""
+
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.cache import add_never_cache_headers
+from django.utils.deprecation import MiddlewareMixin
+
+
+class SignedInPagesNotCachedMiddleware(MiddlewareMixin):
+    """A page rendered for a signed-in person is theirs: no shared cache may keep it,
+    and a browser should not show it from its cache after they sign out on a shared
+    computer. Views that set their own Cache-Control keep it (the API sets its own)."""
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        if response.has_header("Cache-Control"):
+            return response
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            add_never_cache_headers(response)
+        return response
