@@ -370,7 +370,11 @@ def call_invite(
     _ring(call, relay_only=relay_callee)
     from calls.tasks import schedule_ring_timeout  # tasks import services
 
-    transaction.on_commit(lambda: schedule_ring_timeout(call.pk, settings.CALL_RING_SECONDS))
+    # Robust: with the broker down the call still rings (it is stored), and the periodic
+    # calls.close_stale_calls ends it past its deadline; no 503 after the commit.
+    transaction.on_commit(
+        lambda: schedule_ring_timeout(call.pk, settings.CALL_RING_SECONDS), robust=True
+    )
     return call
 
 
