@@ -151,13 +151,6 @@ def _account_failure_key(*, login: str, user: User | None) -> str:
     return f"login-fail:unknown:{text}"
 
 
-def _raise_if_locked(*keys_and_limits: tuple[str, int]) -> None:
-    window = settings.LOGIN_LOCKOUT["WINDOW_SECONDS"]
-    for key, limit in keys_and_limits:
-        if (cache.get(key) or 0) >= limit:
-            raise _locked_out(window)
-
-
 def _locked_out(window: int) -> RateLimited:
     return RateLimited(
         "locked_out",
@@ -179,9 +172,7 @@ def user_authenticate(*, login: str, password: str, address: str) -> User:
     window = limits["WINDOW_SECONDS"]
     account_key = _account_failure_key(login=login, user=user_get_by_login(login=login))
     address_key = f"login-fail:address:{address}"
-    _raise_if_locked(
-        (account_key, limits["ACCOUNT_FAILURES"]), (address_key, limits["ADDRESS_FAILURES"])
-    )
+    # Taking a place is the check too: a count past the limit is a lockout.
     if count_in_window(address_key, window) > limits["ADDRESS_FAILURES"]:
         raise _locked_out(window)
     account_failures = count_in_window(account_key, window)
@@ -226,9 +217,8 @@ def _confirm_password(*, user: User, password: str | None, error: ApplicationErr
         settings.LOGIN_LOCKOUT["ACCOUNT_FAILURES"],
         settings.LOGIN_LOCKOUT["WINDOW_SECONDS"],
     )
-    _raise_if_locked((account_key, limit))
     # The attempt takes its place before the password is tried, as at sign-in: a burst
-    # of guesses at once tries no more than the limit.
+    # of guesses at once tries no more than the limit, and a locked account none.
     if count_in_window(account_key, window) > limit:
         raise _locked_out(window)
     if not password or not user.check_password(password):

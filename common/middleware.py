@@ -1,8 +1,9 @@
 """Site-wide response middleware."""
 
 from django.http import HttpRequest, HttpResponseBase
-from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
+
+from common.api import not_stored_by_caches
 
 
 class SignedInPagesNotCachedMiddleware(MiddlewareMixin):
@@ -13,9 +14,7 @@ class SignedInPagesNotCachedMiddleware(MiddlewareMixin):
     def process_response(
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        if response.has_header("Cache-Control"):
-            return response
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            add_never_cache_headers(response)
+            not_stored_by_caches(response)
         return response

@@ -94,9 +94,7 @@ def message_sent_on_commit(*, message_id: uuid.UUID, conversation_id: uuid.UUID,
 
         key = _message_count_pending_key(conversation_id)
         try:
-            if cache.add(key, seq, timeout=MESSAGE_COUNT_PENDING_SECONDS):
-                queued = None
-            else:
+            if not cache.add(key, seq, timeout=MESSAGE_COUNT_PENDING_SECONDS):
                 queued = cache.get(key)
                 # Still marked: its task has not read yet, and reads from its seq on.
                 if queued is not None and int(queued) <= seq:
