@@ -104,8 +104,8 @@ class Load:
 
     # --- Connecting ------------------------------------------------------------------------
 
-    async def _open(self, device: BenchDevice, index: int) -> ClientConnection:
-        url = f"{self.urls[index % len(self.urls)]}?device={device.device_id}"
+    async def _open(self, device: BenchDevice, server: int) -> ClientConnection:
+        url = f"{self.urls[server % len(self.urls)]}?device={device.device_id}"
         socket = await connect(
             url,
             additional_headers={"Authorization": f"Bearer {device.token}"},
@@ -121,16 +121,22 @@ class Load:
     async def connect(self, concurrency: int = 64) -> float:
         """Open every device's socket; returns the seconds it took."""
         gate = asyncio.Semaphore(concurrency)
-        devices = [device for pair in self.pairs for device in (pair.sender, pair.receiver)]
+        # As a load balancer would: senders spread over every server process, and each
+        # pair's reader on the next process, so every message still crosses processes.
+        # (Alternating sender, reader over two processes put every sender on the first.)
+        placed = [
+            (device, pair_index + offset)
+            for pair_index, pair in enumerate(self.pairs)
+            for offset, device in enumerate((pair.sender, pair.receiver))
+        ]
+        devices = [device for device, _ in placed]
 
-        async def open_one(device: BenchDevice, index: int) -> ClientConnection:
+        async def open_one(device: BenchDevice, server: int) -> ClientConnection:
             async with gate:
-                return await self._open(device, index)
+                return await self._open(device, server)
 
         started = time.perf_counter()
-        sockets = await asyncio.gather(
-            *(open_one(device, index) for index, device in enumerate(devices))
-        )
+        sockets = await asyncio.gather(*(open_one(device, server) for device, server in placed))
         elapsed = time.perf_counter() - started
         self.sockets = list(sockets)
         by_device = dict(zip((device.device_id for device in devices), sockets, strict=True))

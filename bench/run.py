@@ -90,6 +90,19 @@ def celery_backlog() -> int:
     return int(redis.Redis.from_url(f"{REDIS}/{REDIS_LAYER_DB}").llen("celery"))
 
 
+def drain_notifications() -> dict:
+    """Each message queues a notification task (or rides on a queued one): wait until
+    the worker has caught up, and report how far behind it was and for how long."""
+    started = time.monotonic()
+    backlog = celery_backlog()
+    while celery_backlog() and time.monotonic() - started < 300:
+        time.sleep(0.2)
+    return {
+        "notification_backlog": backlog,
+        "notification_backlog_drain_seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -104,9 +117,17 @@ def own_cpu() -> float:
 
 
 async def drive(
-    pairs: list[Any], urls: list[str], seconds: float, pids: list[int], *, paced: bool = True
+    pairs: list[Any],
+    urls: list[str],
+    seconds: float,
+    pids: list[int],
+    *,
+    paced: bool = True,
+    settle: Callable[[], dict] | None = None,
 ) -> dict:
-    """Connect every device, saturate, then measure latency at half the saturated rate."""
+    """Connect every device, saturate, then measure latency at half the saturated rate.
+    ``settle`` runs between the two (in a thread): the latency is that of a system
+    running at half rate, not of one still working off the saturation's backlog."""
     from bench.loadgen import Load
 
     load = Load(pairs, urls, paced=paced)
@@ -120,6 +141,7 @@ async def drive(
     busy_after, total_after = machine_cpu()
     server_cpu = sum(cpu_seconds(pid) for pid in pids) - server_cpu
     generator_cpu = own_cpu() - generator_cpu
+    settled = await asyncio.to_thread(settle) if settle is not None else {}
     latency = await load.latency(max(1.0, saturation["delivered_per_second"] / 2), seconds)
     totals = load.totals()
     await load.close()
@@ -133,6 +155,7 @@ async def drive(
             "machine_cpu_percent": round(100 * (busy_after - busy) / (total_after - total)),
             "server_cpu_seconds": round(server_cpu, 1),
             "generator_cpu_seconds": round(generator_cpu, 1),
+            **settled,
         },
         "half_rate": latency,
         "totals": totals,
@@ -149,14 +172,11 @@ def run_parley(pairs: list[Any], seconds: float) -> dict:
         processes += [start_daphne(f"daphne-{n}", port, env) for n, port in enumerate(ports, 1)]
         processes.append(start_celery_worker("worker", env))
         urls = [f"ws://127.0.0.1:{port}/ws/" for port in ports]
-        result = asyncio.run(drive(pairs, urls, seconds, [p.pid for p in processes[:2]]))
-        # Each message queues a notification task; time the worker's catching up so
-        # the next stage starts on a quiet machine, and report it.
-        started = time.monotonic()
-        result["notification_backlog_at_end"] = celery_backlog()
-        while celery_backlog() and time.monotonic() - started < 300:
-            time.sleep(0.5)
-        result["notification_backlog_drain_seconds"] = round(time.monotonic() - started, 1)
+        result = asyncio.run(
+            drive(pairs, urls, seconds, [p.pid for p in processes[:2]], settle=drain_notifications)
+        )
+        # And again after the latency phase, so the next stage starts on a quiet machine.
+        result.update({f"{key}_at_end": value for key, value in drain_notifications().items()})
         return result
     finally:
         for process in processes:
