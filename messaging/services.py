@@ -5,31 +5,33 @@ relays them. It never sees a payload, except the one a reporter discloses with a
 valid franking proof.
 """
 
+import functools
 import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from nacl.encoding import RawEncoder
 from nacl.hash import blake2b
 
 from accounts import services as account_services
-from accounts.models import ApiToken, Block, Device, Follow, HistoryKey, User
+from accounts.models import ApiToken, Block, Device, Follow, User
 from accounts.selectors import (
     MESSAGE_REFUSALS,
-    device_get_active,
     message_permission,
     refusal_text,
     relationships_with,
 )
+from common import sql
 from common.encoding import b64u_encode, signing_input
 from common.errors import ApplicationError, Conflict, NotFound, PermissionDenied, RateLimited
 from messaging.models import (
@@ -41,6 +43,7 @@ from messaging.models import (
     Message,
     Report,
 )
+from messaging.selectors import SendContext, message_send_context
 from notifications import services as notification_services
 from realtime.publish import publish_now, publish_on_commit
 
@@ -399,44 +402,47 @@ def conversation_set_timer(
 # --- Sending ---------------------------------------------------------------------------------
 
 
-def _check_sender_device(*, sender: User, device_id: uuid.UUID, token: ApiToken | None) -> Device:
-    if token is not None and token.device_id is not None and token.device_id != device_id:
-        raise PermissionDenied(
-            "wrong_device", "This token belongs to another device.", field="sender_device"
-        )
-    device = device_get_active(user=sender, device_id=device_id)
-    if device is None:
-        raise PermissionDenied(
-            "unknown_device", "That is not an active device of yours.", field="sender_device"
-        )
-    return device
-
-
-def _check_may_send(
-    *,
-    sender: User,
-    conversation: Conversation,
-    membership: Membership,
-    memberships: list[Membership] | None = None,
-) -> None:
-    """``memberships``: all of the conversation's, when the caller has them already."""
+def _check_may_send(*, sender: User, conversation: Conversation, membership: Membership) -> None:
+    """For writes other than sending (typing, attachments), with the ORM."""
     if membership.state != Membership.State.ACCEPTED:
-        raise PermissionDenied(
-            "request_not_accepted", "Accept the message request before replying."
-        )
+        _refuse_not_accepted()
     if conversation.kind != Conversation.Kind.DIRECT:
         return
-    if memberships is None:
-        memberships = list(Membership.objects.filter(conversation=conversation))
-    peer_membership = next((m for m in memberships if m.user_id != sender.pk), None)
+    peer_membership = (
+        Membership.objects.filter(conversation=conversation).exclude(user=sender).first()
+    )
     if peer_membership is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
     peer_id = peer_membership.user_id
-    if Block.objects.filter(
+    blocked = Block.objects.filter(
         Q(blocker_id=peer_id, blocked=sender) | Q(blocker=sender, blocked_id=peer_id)
-    ).exists():
+    ).exists()
+    _check_direct_peer(
+        sender=sender, peer_id=peer_id, peer_state=peer_membership.state, blocked=blocked
+    )
+
+
+def _check_may_send_from_context(*, sender: User, context: SendContext, state: str) -> None:
+    """The same rules as ``_check_may_send``, on what ``message_send_context`` read."""
+    if state != Membership.State.ACCEPTED:
+        _refuse_not_accepted()
+    if context.kind != Conversation.Kind.DIRECT:
+        return
+    peer = next((m for m in context.members if m.user_id != sender.pk), None)
+    if peer is None:
+        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
+    blocked = bool({(peer.user_id, sender.pk), (sender.pk, peer.user_id)} & context.blocks)
+    _check_direct_peer(sender=sender, peer_id=peer.user_id, peer_state=peer.state, blocked=blocked)
+
+
+def _refuse_not_accepted() -> NoReturn:
+    raise PermissionDenied("request_not_accepted", "Accept the message request before replying.")
+
+
+def _check_direct_peer(*, sender: User, peer_id: uuid.UUID, peer_state: str, blocked: bool) -> None:
+    if blocked:
         raise PermissionDenied("blocked", "You cannot message this account.")
-    if peer_membership.state != Membership.State.ACCEPTED:
+    if peer_state != Membership.State.ACCEPTED:
         # Until the peer accepts, their privacy settings decide.
         peer = User.objects.get(pk=peer_id)
         decision = message_permission(sender=sender, recipient=peer)
@@ -447,24 +453,17 @@ def _check_may_send(
 
 
 def _check_recipients(
-    *, conversation: Conversation, envelope: Envelope, member_ids: list[uuid.UUID]
+    *,
+    envelope: Envelope,
+    devices: list[tuple[uuid.UUID, uuid.UUID]],
+    history_key_holders: set[uuid.UUID],
 ) -> set[uuid.UUID]:
-    """``keys`` must name exactly the active devices of all members (``member_ids``,
-    the active ones), and ``history_keys`` exactly the members who have a history key
-    (409 otherwise). Returns the members who have an active device besides the
+    """``keys`` must name exactly the active devices of the active members (``devices``:
+    (device, user) pairs), and ``history_keys`` exactly the members who have a history
+    key (409 otherwise). Returns the members who have an active device besides the
     sending one: the users the message goes to."""
-    devices = list(
-        Device.objects.filter(user_id__in=member_ids, revoked_at__isnull=True).values_list(
-            "id", "user_id"
-        )
-    )
     expected_devices = {str(device_id) for device_id, _ in devices}
-    expected_history = {
-        str(user_id)
-        for user_id in HistoryKey.objects.filter(
-            user_id__in=member_ids, valid_to__isnull=True
-        ).values_list("user_id", flat=True)
-    }
+    expected_history = {str(user_id) for user_id in history_key_holders}
     given_devices, given_history = set(envelope.keys), set(envelope.history_keys)
     if given_devices != expected_devices or given_history != expected_history:
         raise Conflict(
@@ -573,53 +572,75 @@ def message_send(
         return existing, False
 
 
+_MESSAGE_INSERT_FIELDS = (
+    "id", "conversation", "seq", "sender", "sender_device", "client_id", "nonce",
+    "ciphertext", "franking_tag", "franking_stamp", "keys", "history_keys", "server_ts",
+    "size", "expires_at",
+)  # fmt: skip
+
+
 def _message_store(
     *, sender: User, conversation_id: uuid.UUID, envelope: Envelope, token: ApiToken | None
 ) -> tuple[Message, bool]:
-    device = _check_sender_device(sender=sender, device_id=envelope.sender_device_id, token=token)
-    existing = Message.objects.filter(sender_device=device, client_id=envelope.client_id).first()
-    if existing is not None:
-        if existing.conversation_id != conversation_id:
+    """The checks and writes of ``message_send``, as hand-written SQL: five statements
+    where the ORM took ten queries and most of the time building them (docs/performance.md).
+    The rules, and their order, are those of the rest of this module."""
+    if (
+        token is not None
+        and token.device_id is not None
+        and token.device_id != envelope.sender_device_id
+    ):
+        raise PermissionDenied(
+            "wrong_device", "This token belongs to another device.", field="sender_device"
+        )
+    context = message_send_context(
+        sender=sender,
+        conversation_id=conversation_id,
+        sender_device_id=envelope.sender_device_id,
+        client_id=envelope.client_id,
+    )
+    if not context.sender_device_active:
+        raise PermissionDenied(
+            "unknown_device", "That is not an active device of yours.", field="sender_device"
+        )
+    if context.reused_client_id is not None:
+        existing_id, existing_conversation_id = context.reused_client_id
+        if existing_conversation_id != conversation_id:
             raise Conflict(
                 "client_id_reused", "That client_id was used for another message.",
                 field="client_id",
             )  # fmt: skip
-        return existing, False
-    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
-    if conversation is None:
+        return Message.objects.get(pk=existing_id), False
+    membership = next((m for m in context.members if m.active and m.user_id == sender.pk), None)
+    if not context.conversation_found or membership is None:
         raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
-    # Every membership in one query: the sender's, the direct peer's, the recipients.
-    memberships = list(Membership.objects.filter(conversation=conversation))
-    active = [m for m in memberships if m.left_at is None]
-    membership = next((m for m in active if m.user_id == sender.pk), None)
-    if membership is None:
-        raise NotFound("conversation_not_found", "No such conversation.", field="conversation_id")
-    _check_may_send(
-        sender=sender, conversation=conversation, membership=membership, memberships=memberships
-    )
+    _check_may_send_from_context(sender=sender, context=context, state=membership.state)
+    active = [m for m in context.members if m.active]
     reached = _check_recipients(
-        conversation=conversation, envelope=envelope, member_ids=[m.user_id for m in active]
+        envelope=envelope,
+        devices=context.devices,
+        history_key_holders=context.history_key_holders,
     )
 
     now = timezone.now()
     server_ts = int(now.timestamp() * 1000)
-    lifetime = envelope.expires_in or conversation.disappearing_seconds
-    if envelope.expires_in and conversation.disappearing_seconds:
-        lifetime = min(envelope.expires_in, conversation.disappearing_seconds)
+    lifetime = envelope.expires_in or context.disappearing_seconds
+    if envelope.expires_in and context.disappearing_seconds:
+        lifetime = min(envelope.expires_in, context.disappearing_seconds)
     message_id = uuid.uuid4()
     message = Message(
         id=message_id,
-        conversation=conversation,
-        seq=conversation.last_seq + 1,
+        conversation_id=conversation_id,
+        seq=context.last_seq + 1,
         sender=sender,
-        sender_device=device,
+        sender_device_id=envelope.sender_device_id,
         client_id=envelope.client_id,
         nonce=envelope.nonce,
         ciphertext=envelope.ciphertext,
         franking_tag=envelope.franking_tag,
         franking_stamp=franking_stamp(
             franking_tag=envelope.franking_tag,
-            conversation_id=conversation.pk,
+            conversation_id=conversation_id,
             sender_id=sender.pk,
             message_id=message_id,
             server_ts=server_ts,
@@ -630,12 +651,9 @@ def _message_store(
         size=len(envelope.ciphertext),
         expires_at=now + timedelta(seconds=lifetime) if lifetime else None,
     )
-    message.save(force_insert=True)
-    conversation.last_seq = message.seq
-    conversation.last_message_at = now
-    conversation.save(update_fields=["last_seq", "last_message_at"])
-    # The sender has read what they sent.
-    Membership.objects.filter(pk=membership.pk).update(last_read_seq=message.seq)
+    message._state.adding = False  # stored below, not by save()
+    message._state.db = connection.alias
+    _message_write(message, now=now)
     # Not to users with no device but the sending one: the sender's own socket would
     # get the event only to drop it (each device takes only its own wrap).
     publish_on_commit(
@@ -647,9 +665,41 @@ def _message_store(
         event=message_event(message),
     )
     notification_services.message_sent_on_commit(
-        message_id=message.pk, conversation_id=conversation.pk, seq=message.seq
+        message_id=message.pk, conversation_id=conversation_id, seq=message.seq
     )
     return message, True
+
+
+def _message_write(message: Message, *, now: datetime) -> None:
+    """Insert the message, move the conversation's seq on, and mark the sender as having
+    read it: three statements, with no ORM query to build."""
+    values = [getattr(message, sql.field(Message, name).attname) for name in _MESSAGE_INSERT_FIELDS]
+    conversation_id = sql.db_value(Conversation, "id", message.conversation_id)
+    insert, move_seq, mark_read = _message_write_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(insert, sql.insert_values(Message, _MESSAGE_INSERT_FIELDS, values))
+        cursor.execute(
+            move_seq,
+            [message.seq, sql.db_value(Conversation, "last_message_at", now), conversation_id],
+        )
+        cursor.execute(
+            mark_read, [message.seq, conversation_id, sql.db_value(User, "id", message.sender_id)]
+        )
+
+
+@functools.cache
+def _message_write_sql(vendor: str) -> tuple[str, str, str]:
+    """Built once per database vendor: building costs more than running them."""
+    conversation, membership = sql.table(Conversation), sql.table(Membership)
+    return (
+        sql.insert_sql(Message, _MESSAGE_INSERT_FIELDS),
+        f"UPDATE {conversation} SET {sql.column(Conversation, 'last_seq')} = %s, "  # noqa: S608
+        f"{sql.column(Conversation, 'last_message_at')} = %s "
+        f"WHERE {sql.column(Conversation, 'id')} = %s",
+        f"UPDATE {membership} SET {sql.column(Membership, 'last_read_seq')} = %s "  # noqa: S608
+        f"WHERE {sql.column(Membership, 'conversation')} = %s "
+        f"AND {sql.column(Membership, 'user')} = %s",
+    )
 
 
 # --- Deleting and expiring -------------------------------------------------------------------
