@@ -3,6 +3,7 @@
 import asyncio
 import email
 import email.policy
+import json
 import os
 import secrets
 import socket
@@ -309,15 +310,31 @@ class CeleryWorker:
 
 
 def wait_for_worker_idle(timeout: float = 15) -> None:
-    """Until the broker's queue is empty and no worker runs a task (tasks waiting for
-    their countdown do not count)."""
+    """Until the broker's queue is empty, no worker runs a task, and no task is held by
+    a worker that died (tasks the live worker keeps for their countdown do not count;
+    those of a dead one come back to the queue after the visibility timeout)."""
     from config.celery import app
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with app.connection_for_read() as conn:
-            queued = conn.default_channel.client.llen("celery")  # type: ignore[attr-defined]
-        active = app.control.inspect(timeout=0.5).active() or {}
-        if not queued and not any(active.values()):
+            client = conn.default_channel.client  # type: ignore[attr-defined]
+            queued = client.llen("celery")
+            held = {json.loads(entry)[0]["headers"]["id"] for entry in client.hvals("unacked")}
+        inspect = app.control.inspect(timeout=0.5)
+        active = inspect.active() or {}
+        busy = queued or any(active.values())
+        # Only when something is held: asking what the live workers keep takes a second.
+        if not busy and (not held or not held - _kept_by_live_workers(inspect)):
             return
         time.sleep(0.1)
+
+
+def _kept_by_live_workers(inspect: Any) -> set[str]:
+    """The ids of the tasks the live workers hold without running them."""
+    kept: set[str] = set()
+    for tasks in (inspect.reserved() or {}).values():
+        kept |= {task["id"] for task in tasks}
+    for tasks in (inspect.scheduled() or {}).values():
+        kept |= {task["request"]["id"] for task in tasks}
+    return kept

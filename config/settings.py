@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import django_stubs_ext
 import environ
@@ -163,23 +164,17 @@ CACHE_REDIS_URL = env.str("CACHE_REDIS_URL", default="") or REDIS_URL
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Pub/sub: an event is one PUBLISH, pushed to the processes subscribed to its
+            # group, instead of the list layer's three commands and a script per group and
+            # one blocking pop per event received (docs/performance.md). The layer is a
+            # doorbell either way: an event missed is recovered by sync.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        # Longer than the layer's blocking read (5 s): redis-py 8 reads
-                        # time out after 5 s by default, which closed every socket that
-                        # sat idle that long with 1011.
-                        "socket_timeout": 15,
-                        "socket_connect_timeout": 5,
-                    }
-                ],
-                "prefix": "parley",
-                # Events waiting in Redis for one server process, all of its sockets
-                # together: the default (100) dropped events under a burst
-                # (docs/performance.md). Each socket's own buffer keeps the default.
-                "channel_capacity": {"specific.*": 2000},
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
+                # Pub/sub channels are shared by every database of a Redis server: the
+                # database number keeps two deployments on one server (or the tests and
+                # the bench) from hearing each other's events.
+                "prefix": f"parley{urlparse(REDIS_URL).path.strip('/') or '0'}",
             },
         }
     }
@@ -206,10 +201,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fixup closes every database connection after every task unless this
+# is set: a new PostgreSQL connection per task cost the worker more than many of its
+# tasks (docs/performance.md). With it, config/celery.py closes them as Django does
+# around a request: when unusable, or older than CONN_MAX_AGE (0 in tests).
+CELERY_DB_REUSE_MAX = 1000
 # A task taken by a worker that dies before acknowledging it goes back to the queue
-# after this long (acks_late); it must exceed the longest countdown we schedule.
+# after this long (acks_late); it must exceed the longest countdown we schedule. A
+# live worker looks for such tasks every CELERY_UNACKED_RESTORE_INTERVAL seconds:
+# kombu's default throttle (a scan on every tenth look) would make that ten times
+# longer than it says.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": 1,
 }
 CELERY_BEAT_SCHEDULE = {
     "erase-expired-messages": {

@@ -33,13 +33,14 @@ from common.errors import (
 )
 from moderation.selectors import warning_fields, warnings_for
 from notifications.selectors import unread_count
-from realtime import presence
+from realtime import interruptions, presence
 from realtime.auth import SocketIdentity
 from realtime.groups import device_group, session_group, token_group, user_group
 from realtime.publish import (
     CLOSE_BAD_REQUEST,
     CLOSE_DEVICE_REVOKED,
     CLOSE_LOGGED_OUT,
+    CLOSE_RECONNECT,
     CLOSE_SUSPENDED,
     CLOSE_UNKNOWN_DEVICE,
 )
@@ -160,6 +161,7 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
+        interruptions.watch(self.channel_layer, self)
         # A revocation, sign-out or suspension between our checks and joining the groups
         # went to groups we were not in yet: look again, now that any later one reaches us.
         problem = await _still_allowed(identity, user, device_id)
@@ -205,6 +207,7 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
             await _presence(presence.socket_closed, self.ctx.user.pk, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        interruptions.unwatch(self)
         await self._leave_presence()
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -317,6 +320,16 @@ class DeviceSocketConsumer(AsyncWebsocketConsumer):
                 return  # not for this device
             event.update(mine)
         await self._send_event(event)
+
+    async def layer_interrupted(self) -> None:
+        """The process's link to the channel layer broke and came back: events, a close
+        among them, may have been lost meanwhile (realtime/interruptions.py)."""
+        if self.ctx is None:
+            return
+        await self._refuse(
+            CLOSE_RECONNECT, "reconnect",
+            "Events may have been missed: reconnect, and sync after the hello.",
+        )  # fmt: skip
 
     async def realtime_close(self, message: dict[str, Any]) -> None:
         await self._refuse(

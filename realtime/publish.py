@@ -6,8 +6,10 @@ event must be recoverable from the database (``sync``).
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -25,6 +27,51 @@ CLOSE_UNKNOWN_DEVICE = 4004
 CLOSE_DEVICE_REVOKED = 4005
 CLOSE_LOGGED_OUT = 4006
 CLOSE_SUSPENDED = 4007
+CLOSE_RECONNECT = 4008  # not final: reconnect, and sync (realtime/interruptions.py)
+
+
+T = TypeVar("T")
+
+# A process with no event loop of its own (the Celery worker) publishes on one loop of
+# its own, in a thread, kept for the process's life: each publish then reuses the
+# channel layer's Redis connection instead of opening one on a new loop, which cost
+# the worker more than the counting itself (docs/performance.md). Per process id, as
+# a prefork worker's children inherit the parent's memory but not its threads.
+_own_loop_wanted = False
+_own_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+_own_loop_lock = threading.Lock()
+PUBLISH_TIMEOUT_SECONDS = 10
+
+
+def publish_from_own_loop() -> None:
+    """Called once by a process that runs no event loop (the worker, at start)."""
+    global _own_loop_wanted
+    _own_loop_wanted = True
+
+
+def _loop_of_this_process() -> asyncio.AbstractEventLoop:
+    global _own_loop
+    with _own_loop_lock:
+        if _own_loop is None or _own_loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="channel-layer", daemon=True).start()
+            _own_loop = (os.getpid(), loop)
+        return _own_loop[1]
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    async def call() -> T:
+        return await work()
+
+    if not _own_loop_wanted:
+        # In the server, this goes back to its event loop; elsewhere, a new loop per call.
+        return async_to_sync(call)()
+    future = asyncio.run_coroutine_threadsafe(call(), _loop_of_this_process())
+    try:
+        return future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    except TimeoutError:
+        future.cancel()  # not left queued behind a hung Redis, to go out late
+        raise
 
 
 def _group_send(group: str, message: dict[str, Any]) -> None:
@@ -32,7 +79,7 @@ def _group_send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        _run(lambda: layer.group_send(group, message))
     except Exception:
         # Delivery is best effort: the database already holds the truth.
         logger.exception("channel layer send to %s failed", group.split(".", 1)[0])
@@ -60,7 +107,7 @@ def publish_now(*, user_ids: Iterable[Any], event: dict[str, Any]) -> None:
         )
 
     try:
-        outcomes = async_to_sync(send_all)()
+        outcomes = _run(send_all)
     except Exception:
         logger.exception("channel layer send failed")
         return

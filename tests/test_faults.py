@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from django.db import connection
 
 from accounts.services import user_follow
@@ -332,27 +333,101 @@ def test_restarting_redis_loses_no_message(
     own_redis: RedisServer,
 ) -> None:
     """The channel layer, the cache and the broker all on one Redis, restarted empty
-    mid-flow: every socket's groups are gone with it. (No worker takes this broker's
-    tasks; the worker's own fault is the next test.)"""
+    mid-flow: every event published while it is down is lost, and every server's
+    subscriptions with it. (No worker takes this broker's tasks; the worker's own fault
+    is a test below.)"""
     env = {"REDIS_URL": own_redis.url(1), "CACHE_REDIS_URL": own_redis.url(2)}
     servers = [live_servers(env), live_servers(env)]
     world.servers = [server.url for server in servers]
 
     keys_before: list[int] = []
+    down_ms: list[int] = []  # while Redis was down (Unix ms, as server_ts)
 
     async def restart_redis() -> None:
         keys_before.append(await asyncio.to_thread(own_redis.keys))
         await asyncio.to_thread(own_redis.stop)
+        down_ms.append(int(time.time() * 1000))
         await asyncio.sleep(1)
+        down_ms.append(int(time.time() * 1000))
         await asyncio.to_thread(own_redis.start)
 
     outcome = asyncio.run(_flow(world, _plan(world), restart_redis))
     print(outcome.report("redis restarted"))
     _assert_everything_everywhere_once(world, outcome)
-    # The fault hit: the servers kept their groups, cache and queue in this Redis, and
-    # its restart closed the sockets, whose devices came back.
+    # The fault hit: the servers kept their cache and queue in this Redis, and messages
+    # were stored while it was down, their events lost with it (the channel layer keeps
+    # nothing); the devices got them all the same.
     assert keys_before[0] > 0
-    assert outcome.totals()["reconnects"] >= 1
+    stored_while_down = Message.objects.filter(
+        conversation_id__in=list(world.conversations), server_ts__range=(down_ms[0], down_ms[1])
+    ).count()
+    assert stored_while_down >= 1
+
+
+@needs_services
+def test_a_redis_restart_closes_sockets_to_reconnect_and_they_hear_what_comes_after(
+    live_servers: Callable[..., LiveServer], own_redis: RedisServer
+) -> None:
+    """The channel layer is pub/sub: Redis keeps nothing for a process while its
+    connection is down, a sign-out's close among what is lost. When the connection
+    comes back, the process closes its sockets with 4008 ("reconnect"); the client
+    reconnects (checked again), and hears later messages on the new socket."""
+    alice, bob = (person(f"restart{name}", phones=1, history_key=False) for name in "ab")
+    user_follow(follower=alice.user, followee=bob.user)
+    user_follow(follower=bob.user, followee=alice.user)
+    direct, _ = messaging.conversation_get_or_create_direct(user=alice.user, other=bob.user)
+    env = {"REDIS_URL": own_redis.url(1), "CACHE_REDIS_URL": own_redis.url(2)}
+    sending, listening = live_servers(env), live_servers(env)
+    frames = [outgoing(alice.phones[0], direct.pk, [alice, bob]).frame for _ in range(20)]
+
+    async def open_socket(server: LiveServer, phone: Phone) -> Any:
+        socket = await websockets.connect(
+            f"{server.url.replace('http://', 'ws://', 1)}/ws/?device={phone.device.pk}",
+            additional_headers={"Authorization": f"Bearer {phone.key}"},
+            ping_interval=None,
+        )
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10))["type"] == "hello"
+        return socket
+
+    async def closing_of(socket: Any) -> tuple[dict[str, Any], int | None]:
+        closing: dict[str, Any] = {}
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                event = json.loads(await asyncio.wait_for(socket.recv(), 20))
+                if event.get("type") == "closing":
+                    closing = event
+        return closing, socket.close_code
+
+    async def restart_and_hear() -> tuple[list[Any], int]:
+        writer = await open_socket(sending, alice.phones[0])
+        reader = await open_socket(listening, bob.phones[0])
+        await asyncio.to_thread(own_redis.stop)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(own_redis.start)
+        closings = [await closing_of(writer), await closing_of(reader)]
+        writer = await open_socket(sending, alice.phones[0])
+        reader = await open_socket(listening, bob.phones[0])
+        try:
+            for attempts, frame in enumerate(frames, start=1):
+                await writer.send(json.dumps(frame))
+                with contextlib.suppress(TimeoutError):
+                    while True:  # until this message's event, or a quiet second
+                        event = json.loads(await asyncio.wait_for(reader.recv(), 1))
+                        if (
+                            event.get("type") == "message.new"
+                            and event["client_id"] == frame["envelope"]["client_id"]
+                        ):
+                            return closings, attempts
+            raise AssertionError(f"no event reached the new socket in {len(frames)} messages")
+        finally:
+            await writer.close()
+            await reader.close()
+
+    closings, attempts = asyncio.run(restart_and_hear())
+    for closing, code in closings:
+        assert (closing.get("code"), closing.get("reason"), code) == (4008, "reconnect", 4008)
+    assert attempts == 1  # the new sockets' subscriptions were in place at hello
+    print(json.dumps({"fault": "redis restarted, sockets told to reconnect", "closed": 2}))
 
 
 def _queued_tasks() -> int:
