@@ -98,10 +98,15 @@ function itemNode(notification) {
   );
 }
 
+// Live events shown so far: a list read that was in flight across one of them is older
+// than what the page shows, and must not replace it.
+let liveShown = 0;
+
 /** A notification made or updated (one more message): on top of the first page. */
 function showLive(notification) {
   const list = byId("notification-list");
   if (!list?.hasAttribute("data-live") || typeof notification.id !== "string") return;
+  liveShown += 1;
   for (const item of list.querySelectorAll("[data-notification-id]")) {
     if (item.dataset.notificationId === notification.id) item.remove();
   }
@@ -114,9 +119,14 @@ async function refreshList() {
   const list = byId("notification-list");
   if (!list?.hasAttribute("data-live")) return;
   try {
-    const { results } = await api("GET", "/notifications", { query: { limit: PAGE_SIZE } });
-    list.replaceChildren(...results.map(itemNode));
-    byId("notifications-empty").hidden = results.length > 0;
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const shownBefore = liveShown;
+      const { results } = await api("GET", "/notifications", { query: { limit: PAGE_SIZE } });
+      if (liveShown !== shownBefore) continue; // an event came meanwhile: read again
+      list.replaceChildren(...results.map(itemNode));
+      byId("notifications-empty").hidden = results.length > 0;
+      return;
+    }
   } catch {
     // Offline again: the next connect tries again.
   }

@@ -19,6 +19,9 @@ const HEARTBEAT_MS = 25_000;
 const DEAD_AFTER_MS = 10_000;
 // A request (a frame sent with an `id`) that gets no reply this long fails.
 const REQUEST_TIMEOUT_MS = 20_000;
+// A request made while the socket is (re)connecting, as on a page that has just
+// loaded, waits this long for the hello before it fails as offline.
+const CONNECT_GRACE_MS = 5_000;
 
 const sockets = new Map(); // deviceId -> the open LiveSocket of this page
 
@@ -51,6 +54,7 @@ export class LiveSocket {
     this.heartbeat = null;
     this.nextId = 1;
     this.pending = new Map(); // request id -> {resolve, reject, timer}
+    this.connectWaiters = new Set(); // callbacks of requests waiting for the hello
     this.connect();
     // A laptop waking up or a network coming back: try at once, not after the backoff.
     window.addEventListener("online", () => this.retryNow());
@@ -91,6 +95,7 @@ export class LiveSocket {
         this.hello = frame;
         this.emit("onStatus", "");
         this.emit("onConnected", frame);
+        this.settleConnectWaiters(true);
         clearInterval(this.heartbeat);
         this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS);
         return;
@@ -168,6 +173,7 @@ export class LiveSocket {
   /** Close for good: no reconnect, no more events or hellos (signing out). */
   stop() {
     this.stopped = true;
+    this.settleConnectWaiters(false);
     clearTimeout(this.timer);
     clearInterval(this.heartbeat);
     const ws = this.ws;
@@ -194,12 +200,32 @@ export class LiveSocket {
     return true;
   }
 
+  /** Resolves true once a hello has arrived, false after `within` ms or on stop(). */
+  whenConnected(within) {
+    if (this.connected) return Promise.resolve(true);
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const settle = (connected) => {
+        clearTimeout(timer);
+        this.connectWaiters.delete(settle);
+        resolve(connected);
+      };
+      const timer = setTimeout(() => settle(false), within);
+      this.connectWaiters.add(settle);
+    });
+  }
+
+  settleConnectWaiters(connected) {
+    for (const settle of [...this.connectWaiters]) settle(connected);
+  }
+
   /**
    * Send a frame with an `id` and answer the server's reply to it (the frame that
-   * carries the id back as `ref`); a SocketError for an `error` reply, no connection,
-   * or no reply in time.
+   * carries the id back as `ref`); a SocketError for an `error` reply, no connection
+   * (after waiting CONNECT_GRACE_MS for one), or no reply in time.
    */
-  request(frame, { timeout = REQUEST_TIMEOUT_MS } = {}) {
+  async request(frame, { timeout = REQUEST_TIMEOUT_MS } = {}) {
+    if (!this.connected) await this.whenConnected(CONNECT_GRACE_MS);
     return new Promise((resolve, reject) => {
       const id = `r${this.nextId++}`;
       if (!this.send({ ...frame, id })) {
