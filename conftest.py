@@ -247,7 +247,6 @@ def celery_worker_process(
     env = {
         **live_process_env(smtp_server),
         "CELERY_VISIBILITY_TIMEOUT": str(WORKER_VISIBILITY_TIMEOUT_SECONDS),
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
     }
     worker = CeleryWorker(env, tmp_path_factory.mktemp("celery"))
     worker.start()

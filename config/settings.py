@@ -207,14 +207,9 @@ CELERY_TIMEZONE = "UTC"
 # around a request: when unusable, or older than CONN_MAX_AGE (0 in tests).
 CELERY_DB_REUSE_MAX = 1000
 # A task taken by a worker that dies before acknowledging it goes back to the queue
-# after this long (acks_late); it must exceed the longest countdown we schedule. A
-# live worker looks for such tasks every CELERY_UNACKED_RESTORE_INTERVAL seconds:
-# kombu's default throttle (a scan on every tenth look) would make that ten times
-# longer than it says.
+# after this long (acks_late); it must exceed the longest countdown we schedule.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
-    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
-    "unacked_restore_throttle": 1,
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 }
 CELERY_BEAT_SCHEDULE = {
     "erase-expired-messages": {

@@ -32,6 +32,7 @@ from django.db import connection
 from accounts.services import user_follow
 from common.testing import (
     SERVICES_MODE,
+    WORKER_VISIBILITY_TIMEOUT_SECONDS,
     CeleryWorker,
     LiveServer,
     free_port,
@@ -450,7 +451,10 @@ def test_killing_the_celery_worker_loses_no_message_and_no_count(
 
     async def kill_worker() -> None:
         await asyncio.to_thread(celery_worker.kill)
-        await asyncio.sleep(1)
+        # Past the visibility timeout, so that the new worker's first look (kombu looks
+        # for tasks of dead workers at start, then only every 100 s) takes back
+        # whatever the dead one held.
+        await asyncio.sleep(WORKER_VISIBILITY_TIMEOUT_SECONDS + 1)
         queued_while_dead.append(await asyncio.to_thread(_queued_tasks))
         await asyncio.to_thread(celery_worker.start)
 
