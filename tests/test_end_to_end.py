@@ -124,6 +124,31 @@ def test_wrong_device_set_then_success_and_tampering_shows_unverified(
     assert messages[2].verified is False and messages[2].payload is None
 
 
+def test_the_inbox_is_read_to_the_end_past_the_first_page(daphne_server: LiveServer) -> None:
+    """The API gives at most 100 conversations a page: the client reads them all, each
+    once, and keeps requests apart."""
+    from accounts.models import User
+    from messaging.services import conversation_get_or_create_direct
+    from messaging.tests.support import person
+
+    alice, _ = new_user(daphne_server, "alice3")
+    me = User.objects.get(handle="alice3")
+    pals = [person(f"pal{number}", phones=0, history_key=False).user for number in range(105)]
+    for pal in pals:
+        conversation_get_or_create_direct(user=me, other=pal)
+    # One pal starts a conversation with Alice, who does not follow them: a request.
+    asking = person("asking", phones=0, history_key=False).user
+    conversation_get_or_create_direct(user=asking, other=me)
+
+    inbox = alice.inbox()
+    assert len(inbox) == 105
+    assert len({conversation["id"] for conversation in inbox}) == 105
+    members = {member["user"]["handle"] for entry in inbox for member in entry["members"]}
+    assert members == {"alice3", *(pal.handle for pal in pals)}
+    (request,) = alice.inbox(requests=True)
+    assert {member["user"]["handle"] for member in request["members"]} == {"alice3", "asking"}
+
+
 def test_report_with_franking_proof_and_a_forged_one(daphne_server: LiveServer) -> None:
     alice, _ = new_user(daphne_server, "alice3")
     bob, _ = new_user(daphne_server, "bob3")

@@ -7,9 +7,14 @@ import { goLive } from "./live.js";
 import { byId, conversationTitle, el, errorText, formatTime } from "./ui.js";
 
 const list = byId("conversation-list");
+const more = byId("inbox-more");
 const statusLine = byId("connection");
+// The API's page: the list shows this many more at each "Show more".
+const PAGE = 50;
+const API_PAGE_MAX = 100;
 let client;
 let showing = "chats";
+let wanted = PAGE;
 let reloadTimer = null;
 
 function row(conversation) {
@@ -28,13 +33,34 @@ function row(conversation) {
   );
 }
 
+// The first `limit` conversations of a tab, read a page at a time. A conversation
+// that moves up between two pages would come twice: it is shown once.
+async function firstConversations(tab, limit) {
+  const query = tab === "requests" ? { requests: 1 } : {};
+  const results = [];
+  const seen = new Set();
+  for (let offset = 0; ; ) {
+    const page = await api("GET", "/conversations", { query: { ...query, offset, limit: Math.min(API_PAGE_MAX, limit - offset) } });
+    for (const conversation of page.results) {
+      if (!seen.has(conversation.id)) results.push(conversation);
+      seen.add(conversation.id);
+    }
+    offset += page.results.length;
+    if (!page.next || !page.results.length || offset >= limit) return { count: page.count, results };
+  }
+}
+
 async function render() {
   list.setAttribute("aria-busy", "true");
   try {
-    const [chats, requests] = await Promise.all([api("GET", "/conversations"), api("GET", "/conversations", { query: { requests: 1 } })]);
-    const shown = showing === "chats" ? chats : requests;
+    const [shown, requests] = await Promise.all([
+      firstConversations(showing, wanted),
+      showing === "requests" ? null : api("GET", "/conversations", { query: { requests: 1, limit: 1 } }),
+    ]);
+    const requestsCount = (requests || shown).count;
     list.replaceChildren(...shown.results.map(row));
-    byId("requests-count").textContent = requests.count ? `(${requests.count})` : "";
+    more.hidden = shown.results.length >= shown.count;
+    byId("requests-count").textContent = requestsCount ? `(${requestsCount})` : "";
     byId("inbox-empty").hidden = shown.results.length > 0;
     byId("inbox-empty").firstChild.textContent = showing === "chats" ? "No conversations yet. " : "No message requests. ";
   } catch (error) {
@@ -51,6 +77,7 @@ function reloadSoon() {
 
 function selectTab(which) {
   showing = which;
+  wanted = PAGE;
   for (const [name, tab] of [["chats", byId("tab-chats")], ["requests", byId("tab-requests")]]) {
     tab.setAttribute("aria-selected", String(name === which));
     tab.tabIndex = name === which ? 0 : -1;
@@ -59,6 +86,10 @@ function selectTab(which) {
   render();
 }
 
+more.addEventListener("click", () => {
+  wanted += PAGE;
+  render();
+});
 byId("tab-chats").addEventListener("click", () => selectTab("chats"));
 byId("tab-requests").addEventListener("click", () => selectTab("requests"));
 for (const tab of [byId("tab-chats"), byId("tab-requests")]) {

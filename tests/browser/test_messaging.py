@@ -4,12 +4,16 @@ Python reference client on the other end. Nothing readable may reach the server.
 
 import re
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 from parley_client.client import ParleyClient
 from playwright.sync_api import FilePayload, Page, Request, Route, expect
 
+from accounts.tests.factories import make_user
 from common.testing import database_dump
 from tests.browser.conftest import Site
 
@@ -72,6 +76,20 @@ def alice_opens_a_conversation_with_bob(site: Site) -> tuple[Page, Page]:
     open_conversation_ready(alice)
     expect(alice.locator("#conversation-title")).to_have_text("@bob")
     return alice, bob
+
+
+def in_a_thread(work: Callable[[], None]) -> None:
+    """Set-up through the services, off this thread: they publish events through
+    async_to_sync, which Playwright's event loop in this thread refuses."""
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run).result()
 
 
 def send(page: Page, text: str) -> None:
@@ -357,3 +375,43 @@ def test_a_message_relabelled_as_another_members_or_keys_of_another_user_are_ref
     )
     assert refused == "KeysMismatch: The server answered with someone else's keys."
     bob.unroute(f"**/api/v1/keys/{alice_id}")
+
+
+def test_the_inbox_shows_every_conversation_a_page_at_a_time(site: Site) -> None:
+    """Beyond the first page of fifty, "Show more" reads the next; a live reload keeps
+    what is shown, and the button goes once everything is."""
+    from accounts.models import User
+    from accounts.services import user_follow
+    from messaging.services import conversation_get_or_create_direct
+    from messaging.tests.support import person
+
+    alice = person_with_keys(site, "alice")
+
+    def set_up() -> None:
+        me = User.objects.get(handle="alice")
+        for number in range(52):
+            pal = person(f"pal{number}", phones=0, history_key=False).user
+            conversation_get_or_create_direct(user=me, other=pal)
+        user_follow(follower=me, followee=make_user("newcomer"))
+
+    in_a_thread(set_up)
+    alice.goto("/")
+    rows = alice.locator("#conversation-list .conversation-row")
+    more = alice.get_by_role("button", name="Show more")
+    expect(rows).to_have_count(50)
+    more.click()
+    expect(rows).to_have_count(52)
+    expect(more).to_be_hidden()
+    expect(rows.last).to_contain_text("@pal0")  # the oldest (the list is newest first)
+
+    # Someone Alice follows opens a conversation with her, through the live server: her
+    # list reloads live, with everything it showed and the new one first.
+    newcomer = ParleyClient(site.server.url)
+    try:
+        newcomer.log_in("newcomer", PASSWORD, token_name="phone")
+        newcomer.open_direct("alice")
+    finally:
+        newcomer.close()
+    expect(rows.first).to_contain_text("@newcomer")
+    expect(rows).to_have_count(53)
+    expect(more).to_be_hidden()

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # aiortc is needed for calls only
 logger = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 3
+# The API gives at most this many conversations a page.
+INBOX_PAGE = 100
 
 
 class ApiError(Exception):
@@ -677,8 +679,20 @@ class ParleyClient:
         return result
 
     def inbox(self, *, requests: bool = False) -> list[dict[str, Any]]:
-        params = {"requests": "1"} if requests else {}
-        return list(self.request("GET", "/conversations", params=params)["results"])
+        """Every conversation of the inbox (or of the requests), newest activity first,
+        read a page at a time. One that moves up between two pages is listed once."""
+        params: dict[str, Any] = {"requests": "1"} if requests else {}
+        conversations: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = self.request(
+                "GET", "/conversations", params={**params, "offset": offset, "limit": INBOX_PAGE}
+            )
+            for conversation in page["results"]:
+                conversations.setdefault(conversation["id"], conversation)
+            offset += len(page["results"])
+            if not page["next"] or not page["results"]:
+                return list(conversations.values())
 
     # --- Sending -------------------------------------------------------------------------
 
