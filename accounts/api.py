@@ -10,6 +10,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -210,6 +211,9 @@ class AvatarApi(BaseApi):
         tags=["me"],
     )
     def put(self, request: Request) -> Response:
+        # A form upload only: any other body is refused for its type, as attachments are.
+        if not (request.content_type or "").startswith("multipart/form-data"):
+            raise UnsupportedMediaType(request.content_type)
         data = self.AvatarInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_set_avatar(

@@ -86,12 +86,16 @@ def path_for(label: str, world: World) -> str:
 def bad_bodies(label: str) -> dict[str, BadBody]:
     if label not in UPLOADS:
         return BAD_BODIES
-    # JSON it cannot read may be refused as JSON (400) or as not a file (415).
+    # JSON it cannot read may be refused as JSON (400) or as not a file (415); JSON it
+    # can read is not a file.
     bodies = {
         kind: BadBody(bad.content_type, bad.body, bad.answers | NOT_JSON)
         for kind, bad in BAD_BODIES.items()
         if kind != "too large"
     }
+    bodies["well-formed JSON"] = BadBody(
+        "application/json", b'{"avatar": "x", "blob": "x"}', NOT_JSON
+    )
     boundary = "BoUnDaRy"
     file_field = {"POST": "blob", "PUT": "avatar"}[label.split()[0]]
     upload = (
