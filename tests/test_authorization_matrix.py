@@ -779,6 +779,10 @@ def on_target(suffix: str = "") -> Callable[[World, str], str]:
     return lambda w, a: f"/@{w.target(a).user.handle}{suffix}"
 
 
+def fixed(path: str) -> Callable[[World, str], str]:
+    return lambda w, a: path
+
+
 def social(action: str) -> Page:
     return Page(f"@<str:handle>/{action}", on_target(f"/{action}"), 302, 302, 404, "post",
                 writes=True)  # fmt: skip
@@ -815,9 +819,7 @@ PAGES: dict[str, Page] = {
         writes=True,
     ),
     **{
-        f"settings {name}": Page(
-            f"settings/{name}", lambda w, a, name=name: f"/settings/{name}", 200, 200
-        )
+        f"settings {name}": Page(f"settings/{name}", fixed(f"/settings/{name}"), 200, 200)
         for name in ("profile", "privacy", "password", "devices", "keys", "safety", "notifications")
     },
     "setup": Page("setup", lambda w, a: "/setup", 200, 200),
