@@ -11,14 +11,19 @@ django_asgi_app = get_asgi_application()  # sets Django up before the routing im
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from common.periodic import InProcessSchedule  # noqa: E402
 from realtime.auth import SocketAuthMiddleware  # noqa: E402
 from realtime.consumers import DeviceSocketConsumer  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": SocketAuthMiddleware(URLRouter([path("ws/", DeviceSocketConsumer.as_asgi())])),
-    }
+application = InProcessSchedule(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": SocketAuthMiddleware(
+                URLRouter([path("ws/", DeviceSocketConsumer.as_asgi())])
+            ),
+        }
+    )
 )
 
 # The garbage collector's pauses stop every socket of the process: with a thousand

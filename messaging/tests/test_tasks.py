@@ -1,9 +1,11 @@
-"""Disappearing messages are erased by the periodic task: on `make test-services` by a
-real Celery beat scheduling it on a real worker process; on the embedded default the
-task runs in-process."""
+"""Disappearing messages are erased by the periodic task, on schedule, unasked: on
+`make test-services` by a real Celery beat scheduling it on a real worker process; on
+the embedded default by the server process itself (common.periodic), which has no
+beat."""
 
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,16 +13,24 @@ import pytest
 from django.utils import timezone
 
 from accounts import services as account_services
-from common.testing import ROOT, SERVICES_MODE, stop_process, subprocess_env, wait_until
+from common.testing import (
+    ROOT,
+    SERVICES_MODE,
+    LiveServer,
+    stop_process,
+    subprocess_env,
+    wait_until,
+)
 from messaging import services
 from messaging.models import Message
 from messaging.serializers import EnvelopeSerializer
-from messaging.tasks import erase_expired_messages
 from messaging.tests.support import envelope, person
 
 
 @pytest.mark.django_db(transaction=True)
-def test_due_messages_are_erased_by_the_periodic_task(tmp_path: Path) -> None:
+def test_due_messages_are_erased_by_the_periodic_task(
+    tmp_path: Path, start_daphne: Callable[..., LiveServer]
+) -> None:
     alice, bob = person("alice"), person("bob")
     account_services.user_follow(follower=bob.user, followee=alice.user)
     conversation, _ = services.conversation_get_or_create_direct(user=alice.user, other=bob.user)
@@ -53,8 +63,11 @@ def test_due_messages_are_erased_by_the_periodic_task(tmp_path: Path) -> None:
         finally:
             stop_process(beat)
     else:
-        erase_expired_messages.delay()
-        assert erased()
+        server = start_daphne({"ERASE_EXPIRED_EVERY_SECONDS": "0.5"})
+        try:
+            wait_until(erased, timeout=30, message="the server process erases the due message")
+        finally:
+            stop_process(server.process)
     assert bytes(due.ciphertext) == b"" and due.keys == {} and due.history_keys == {}
     later.refresh_from_db()
     assert later.deleted_at is None and bytes(later.ciphertext) != b"", "not yet due"
