@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -137,6 +138,15 @@ def wait_for_other_database_sessions_to_end(timeout: float = 10) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, client_port, state, backend_start, left(query, 300)"
+            " FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        lingering = cursor.fetchall()
+    if lingering:  # the database cannot be dropped: say whose sessions kept it
+        warnings.warn(f"database sessions still open: {lingering}", stacklevel=2)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15, message: str = "") -> None:
