@@ -1,7 +1,7 @@
-"""The periodic tasks in the embedded default (docs/running.md, "Background work").
+"""The periodic tasks in the embedded default (docs/running.md, "Database, Redis, Celery").
 
 Production runs Celery beat beside the workers. The embedded default has no beat, so
-the server process runs ``CELERY_BEAT_SCHEDULE`` itself: each task every its seconds,
+the server process runs ``CELERY_BEAT_SCHEDULE`` itself, each task at its interval,
 on the server's event loop, as ``common.tasks.run_later`` runs countdowns (events
 published from there reach the in-memory channel layer safely).
 """

@@ -1,4 +1,4 @@
-"""Running a Celery task later, in both run modes (docs/running.md, "Background work")."""
+"""Running a Celery task later, in both run modes (docs/running.md, "Database, Redis, Celery")."""
 
 import contextvars
 import threading
