@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,35 +42,6 @@ from common.testing import (
 def _clear_cache() -> None:
     """Lockout counters and throttles live in the cache: start every test clean."""
     cache.clear()
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _close_connections_of_socket_threads(
-    django_db_setup: None, django_db_blocker: Any
-) -> Iterator[None]:
-    """In-process socket tests run the consumer under channels.testing, which turns
-    off closing old connections (to keep a test's transaction); the threads that ran
-    its frames keep theirs open, and PostgreSQL would not drop the test database at
-    the end. Each such thread closes its own, before that."""
-    yield
-    from asgiref.sync import SyncToAsync
-    from django.db import connection
-
-    from realtime.consumers import _frame_threads
-
-    with django_db_blocker.unblock():
-        workers = _frame_threads._max_workers
-        # Every thread of the pool at once, so that each runs one of these.
-        together = threading.Barrier(workers)
-
-        def close_in_frame_thread() -> None:
-            connection.close()
-            together.wait(timeout=10)
-
-        for done in [_frame_threads.submit(close_in_frame_thread) for _ in range(workers)]:
-            done.result()
-        # The proxy is read in that thread: its own connection, not this one's.
-        SyncToAsync.single_thread_executor.submit(lambda: connection.close()).result()
 
 
 @pytest.fixture(autouse=True)

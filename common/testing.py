@@ -123,11 +123,36 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def close_connections_of_socket_threads() -> None:
+    """In-process socket tests run the consumer under channels.testing, which turns off
+    closing old connections (to keep a test's transaction): the threads that ran its
+    frames keep theirs open, and PostgreSQL would not drop the test database. Each such
+    thread closes its own."""
+    from asgiref.sync import SyncToAsync
+
+    from realtime.consumers import _frame_threads
+
+    workers = _frame_threads._max_workers
+    # Every thread of the pool at once, so that each runs one of these.
+    together = threading.Barrier(workers)
+
+    def close_in_frame_thread() -> None:
+        connection.close()
+        together.wait(timeout=10)
+
+    for done in [_frame_threads.submit(close_in_frame_thread) for _ in range(workers)]:
+        done.result()
+    # The proxy is read in that thread: its own connection, not this one's.
+    SyncToAsync.single_thread_executor.submit(lambda: connection.close()).result()
+
+
 def wait_for_other_database_sessions_to_end(timeout: float = 10) -> None:
     """A stopped subprocess's PostgreSQL session lingers for a moment; dropping the test
-    database while it does fails, so wait for it."""
+    database while it does fails, so wait for it (this process's own socket threads
+    close theirs first)."""
     if connection.vendor != "postgresql":
         return
+    close_connections_of_socket_threads()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
