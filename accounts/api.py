@@ -212,7 +212,7 @@ class AvatarApi(BaseApi):
     )
     def put(self, request: Request) -> Response:
         # A form upload only: any other body is refused for its type, as attachments are.
-        if not (request.content_type or "").startswith("multipart/form-data"):
+        if not (request.content_type or "").lower().startswith("multipart/form-data"):
             raise UnsupportedMediaType(request.content_type)
         data = self.AvatarInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -7,10 +7,14 @@ published from there reach the in-memory channel layer safely).
 """
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 from typing import Any
 
+from celery import Task
 from channels.db import database_sync_to_async
+from django.apps import apps
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -33,23 +37,38 @@ class InProcessSchedule:
         if (
             not self.started
             and settings.CELERY_TASK_ALWAYS_EAGER
+            and settings.SCHEDULE_IN_PROCESS
             and settings.TASK_TIMERS_IN_PROCESS
         ):
             self.started = True
-            for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
-                run = asyncio.create_task(
-                    _every(entry["task"], float(entry["schedule"])), name=name
-                )
-                run.add_done_callback(_stopped)
-                self._runs.append(run)
+            self._keep(asyncio.create_task(self._start(), name="schedule"))
         await self.app(scope, receive, send)
 
+    async def _start(self) -> None:
+        for name, task, seconds in await asyncio.to_thread(_scheduled_tasks):
+            self._keep(asyncio.create_task(_every(task, seconds), name=name))
 
-async def _every(task_name: str, seconds: float) -> None:
+    def _keep(self, run: "asyncio.Task[None]") -> None:
+        run.add_done_callback(_stopped)
+        self._runs.append(run)
+
+
+def _scheduled_tasks() -> list[tuple[str, Task[Any, Any], float]]:
+    """The schedule's tasks, their apps' task modules imported (as a worker does at
+    start; Celery's own way would set Django up again and run its checks)."""
     from config.celery import app
 
-    app.loader.import_default_modules()  # each app's tasks module, as a worker does at start
-    task = app.tasks[task_name]
+    for config in apps.get_app_configs():
+        module = f"{config.name}.tasks"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    return [
+        (name, app.tasks[entry["task"]], float(entry["schedule"]))
+        for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+    ]
+
+
+async def _every(task: Task[Any, Any], seconds: float) -> None:
     run = database_sync_to_async(task.apply, thread_sensitive=False)
     while True:
         await asyncio.sleep(seconds)
@@ -57,10 +76,10 @@ async def _every(task_name: str, seconds: float) -> None:
             await run()
         except Exception:
             # The next run tries again, as beat's would; tasks take ids, never content.
-            logger.exception("periodic task %s failed", task_name)
+            logger.exception("periodic task %s failed", task.name)
 
 
 def _stopped(run: "asyncio.Task[None]") -> None:
-    """A schedule stops only with its loop, or when its task cannot be found: say so."""
+    """A schedule stops only with its loop, or when its tasks cannot be found: say so."""
     if not run.cancelled() and run.exception() is not None:
         logger.error("periodic schedule %s stopped", run.get_name(), exc_info=run.exception())

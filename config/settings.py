@@ -354,6 +354,9 @@ CALL_STALE_SECONDS = env.int("CALL_STALE_SECONDS", default=120)
 # Eager Celery (the embedded default) would run a countdown task at once: ring timeouts
 # and email windows run on timers of the server process instead (common.tasks.run_later).
 TASK_TIMERS_IN_PROCESS = env.bool("TASK_TIMERS_IN_PROCESS", default=True)
+# Nor does it have Celery beat: the server process runs CELERY_BEAT_SCHEDULE itself
+# (common.periodic).
+SCHEDULE_IN_PROCESS = env.bool("SCHEDULE_IN_PROCESS", default=True)
 
 # --- Realtime -------------------------------------------------------------------------------
 

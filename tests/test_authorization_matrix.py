@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -773,6 +774,8 @@ class Page:
     visible: frozenset[str] = frozenset()
     # The form changes the caller's own rows when allowed (a follow, a report).
     writes: bool = False
+    # A signed-out visitor goes to the sign-in page, and back here after it.
+    back_here: bool = True
 
 
 def on_target(suffix: str = "") -> Callable[[World, str], str]:
@@ -789,7 +792,7 @@ def social(action: str) -> Page:
 
 
 PAGES: dict[str, Page] = {
-    "home": Page("", lambda w, a: "/", 200, 200),
+    "home": Page("", lambda w, a: "/", 200, 200, back_here=False),
     "conversation": Page("c/<uuid:conversation_id>", lambda w, a: f"/c/{w.group_id}", 200, 404),
     "new conversation": Page("new", lambda w, a: "/new", 200, 200),
     "calls": Page("calls", lambda w, a: "/calls", 200, 200),
@@ -888,7 +891,9 @@ def test_page(world: World, page: str, actor: str) -> None:
 
     if actor == "anonymous":
         assert response.status_code == 302
-        assert response["Location"].startswith("/login")
+        asked = f"{path}?{urlencode(spec.data)}" if spec.method == "get" and spec.data else path
+        back = f"?next={quote(asked, safe='/')}" if spec.back_here else ""
+        assert response["Location"] == f"/login{back}"
         assert changed_tables(before) == []
         return
     expected = {"owner": spec.owner, "other": spec.other}.get(actor, spec.blocked or spec.other)

@@ -63,9 +63,9 @@ def test_due_messages_are_erased_by_the_periodic_task(
         finally:
             stop_process(beat)
     else:
-        server = start_daphne({"ERASE_EXPIRED_EVERY_SECONDS": "0.5"})
+        server = start_daphne({"SCHEDULE_IN_PROCESS": "1", "ERASE_EXPIRED_EVERY_SECONDS": "0.5"})
         try:
-            wait_until(erased, timeout=30, message="the server process erases the due message")
+            wait_until(erased, timeout=15, message="the server process erases the due message")
         finally:
             stop_process(server.process)
     assert bytes(due.ciphertext) == b"" and due.keys == {} and due.history_keys == {}

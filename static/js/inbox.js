@@ -16,6 +16,8 @@ let client;
 let showing = "chats";
 let wanted = PAGE;
 let reloadTimer = null;
+// Renders may overlap (a live reload, a tab switch, "Show more"): only the latest shows.
+let renderNumber = 0;
 
 function row(conversation) {
   const unread = conversation.unread_count;
@@ -51,22 +53,25 @@ async function firstConversations(tab, limit) {
 }
 
 async function render() {
+  const mine = ++renderNumber;
+  const tab = showing;
   list.setAttribute("aria-busy", "true");
   try {
     const [shown, requests] = await Promise.all([
-      firstConversations(showing, wanted),
-      showing === "requests" ? null : api("GET", "/conversations", { query: { requests: 1, limit: 1 } }),
+      firstConversations(tab, wanted),
+      tab === "requests" ? null : api("GET", "/conversations", { query: { requests: 1, limit: 1 } }),
     ]);
+    if (mine !== renderNumber) return;
     const requestsCount = (requests || shown).count;
     list.replaceChildren(...shown.results.map(row));
     more.hidden = shown.results.length >= shown.count;
     byId("requests-count").textContent = requestsCount ? `(${requestsCount})` : "";
     byId("inbox-empty").hidden = shown.results.length > 0;
-    byId("inbox-empty").firstChild.textContent = showing === "chats" ? "No conversations yet. " : "No message requests. ";
+    byId("inbox-empty").firstChild.textContent = tab === "chats" ? "No conversations yet. " : "No message requests. ";
   } catch (error) {
-    statusLine.textContent = errorText(error);
+    if (mine === renderNumber) statusLine.textContent = errorText(error);
   } finally {
-    list.setAttribute("aria-busy", "false");
+    if (mine === renderNumber) list.setAttribute("aria-busy", "false");
   }
 }
 
