@@ -782,8 +782,9 @@ def on_target(suffix: str = "") -> Callable[[World, str], str]:
     return lambda w, a: f"/@{w.target(a).user.handle}{suffix}"
 
 
-def fixed(path: str) -> Callable[[World, str], str]:
-    return lambda w, a: path
+def plain(route: str, owner: int, other: int, **extra: Any) -> Page:
+    """A page whose address is its route: no ids in it."""
+    return Page(route, lambda w, a: f"/{route}", owner, other, **extra)
 
 
 def social(action: str) -> Page:
@@ -792,16 +793,14 @@ def social(action: str) -> Page:
 
 
 PAGES: dict[str, Page] = {
-    "home": Page("", lambda w, a: "/", 200, 200, back_here=False),
+    "home": plain("", 200, 200, back_here=False),
     "conversation": Page("c/<uuid:conversation_id>", lambda w, a: f"/c/{w.group_id}", 200, 404),
-    "new conversation": Page("new", lambda w, a: "/new", 200, 200),
-    "calls": Page("calls", lambda w, a: "/calls", 200, 200),
-    "notifications": Page("notifications", lambda w, a: "/notifications", 200, 200),
+    "new conversation": plain("new", 200, 200),
+    "calls": plain("calls", 200, 200),
+    "notifications": plain("notifications", 200, 200),
     # Eve has nothing to read: Alice's notification stays unread.
-    "notifications read": Page(
-        "notifications/read", lambda w, a: "/notifications/read", 302, 302, method="post"
-    ),
-    "search": Page("search", lambda w, a: "/search", 200, 200, data={"q": "user"}),
+    "notifications read": plain("notifications/read", 302, 302, method="post"),
+    "search": plain("search", 200, 200, data={"q": "user"}),
     "profile": Page("@<str:handle>", on_target(), 200, 200, 404, visible=frozenset({"bio"})),
     **{
         f"profile {action}": social(action)
@@ -822,10 +821,10 @@ PAGES: dict[str, Page] = {
         writes=True,
     ),
     **{
-        f"settings {name}": Page(f"settings/{name}", fixed(f"/settings/{name}"), 200, 200)
+        f"settings {name}": plain(f"settings/{name}", 200, 200)
         for name in ("profile", "privacy", "password", "devices", "keys", "safety", "notifications")
     },
-    "setup": Page("setup", lambda w, a: "/setup", 200, 200),
+    "setup": plain("setup", 200, 200),
     "device remove": Page(
         "settings/devices/<uuid:device_id>/remove",
         lambda w, a: f"/settings/devices/{w.device_id}/remove",
